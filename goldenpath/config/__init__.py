@@ -1,0 +1,28 @@
+"""Configuration: one YAML file plus environment overrides, validated at start."""
+
+from goldenpath.config._load import ConfigError, load_settings
+from goldenpath.config._models import (
+    Deployment,
+    LlamaCppDeployment,
+    ModelAlias,
+    OnnxEmbeddingDeployment,
+    OpenAIDeployment,
+    RoutingConfig,
+    ServerConfig,
+    Settings,
+    StoreConfig,
+)
+
+__all__ = [
+    "ConfigError",
+    "Deployment",
+    "LlamaCppDeployment",
+    "ModelAlias",
+    "OnnxEmbeddingDeployment",
+    "OpenAIDeployment",
+    "RoutingConfig",
+    "ServerConfig",
+    "Settings",
+    "StoreConfig",
+    "load_settings",
+]

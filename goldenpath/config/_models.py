@@ -1,0 +1,160 @@
+"""The configuration schema: one YAML file, validated by pydantic."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+RoutingStrategy = Literal["priority", "weighted", "least-latency", "lowest-cost"]
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _DeploymentBase(_Strict):
+    name: str | None = Field(default=None, description="Unique id; derived from provider and model if unset.")
+    weight: float = Field(default=1.0, gt=0, description="Share of traffic under the weighted strategy.")
+    priority: int = Field(default=0, description="Lower is tried first under the priority strategy.")
+    input_cost_per_mtok: float = Field(default=0.0, ge=0, description="USD per million input tokens.")
+    output_cost_per_mtok: float = Field(default=0.0, ge=0, description="USD per million output tokens.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_inline_secrets(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "api_key" in data:
+            raise ValueError(
+                "secrets may not be written in the config file; set api_key_env to the name of an "
+                "environment variable that holds the key"
+            )
+        return data
+
+
+class OpenAIDeployment(_DeploymentBase):
+    """Any OpenAI-compatible HTTP upstream (vLLM, TGI, llama.cpp server, Ollama, hosted APIs)."""
+
+    provider: Literal["openai"]
+    base_url: str = Field(pattern=r"^https?://", description="Up to and including /v1.")
+    model: str = Field(min_length=1, description="The model name the upstream expects.")
+    api_key_env: str | None = Field(default=None, description="Environment variable holding the API key.")
+    headers: dict[str, str] = Field(default_factory=dict)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    timeout_s: float = Field(
+        default=60.0, gt=0, description="Read timeout: first byte and gaps between chunks."
+    )
+    max_connections: int = Field(default=256, ge=1)
+
+
+class LlamaCppDeployment(_DeploymentBase):
+    """A GGUF model run in process by llama.cpp (xllamacpp)."""
+
+    provider: Literal["llamacpp"]
+    model: str = Field(min_length=1, description="A built-in model name, or any name when model_path is set.")
+    model_path: Path | None = None
+    chat: bool = Field(default=True, description="False for base models without a chat template.")
+    n_ctx: int = Field(default=4096, ge=256)
+    n_parallel: int = Field(default=2, ge=1, le=64, description="Sequences decoded together.")
+    n_threads: int | None = Field(default=None, ge=1)
+    default_max_tokens: int = Field(default=1024, ge=1, description="Cap when the request sets none.")
+
+
+class OnnxEmbeddingDeployment(_DeploymentBase):
+    """A sentence-transformers embedding model on onnxruntime."""
+
+    provider: Literal["onnx-embeddings"]
+    model: str = Field(min_length=1)
+    model_path: Path | None = None
+    tokenizer_path: Path | None = None
+    max_length: int = Field(default=256, ge=8, le=512)
+    n_threads: int = Field(default=1, ge=1)
+    batch_size: int = Field(default=32, ge=1)
+
+
+Deployment = Annotated[
+    OpenAIDeployment | LlamaCppDeployment | OnnxEmbeddingDeployment, Field(discriminator="provider")
+]
+
+
+class ModelAlias(_Strict):
+    """A model name clients call, served by one or more deployments."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
+    strategy: RoutingStrategy = "priority"
+    deployments: list[Deployment] = Field(min_length=1)
+
+
+class ServerConfig(_Strict):
+    host: str = DEFAULT_HOST
+    port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
+    max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1024)
+
+
+class RoutingConfig(_Strict):
+    max_attempts: int = Field(default=3, ge=1, le=10, description="Attempts per request across deployments.")
+    backoff_base_s: float = Field(default=0.05, ge=0)
+    backoff_max_s: float = Field(default=2.0, ge=0)
+    request_timeout_s: float = Field(default=300.0, gt=0, description="Whole-request deadline.")
+    breaker_failure_threshold: int = Field(default=5, ge=1, description="Consecutive failures that open it.")
+    breaker_cooldown_s: float = Field(default=30.0, gt=0, description="Open time before a half-open probe.")
+    latency_ewma_alpha: float = Field(default=0.2, gt=0, le=1)
+
+
+class StoreConfig(_Strict):
+    url: str | None = Field(
+        default=None, description="SQLAlchemy URL; SQLite in the data directory if unset."
+    )
+    record_flush_interval_s: float = Field(default=0.5, gt=0)
+    record_batch_size: int = Field(default=1000, ge=1)
+    record_buffer_max: int = Field(
+        default=200_000, ge=1000, description="Records held while the store is down."
+    )
+
+
+def _default_models() -> list[ModelAlias]:
+    return [
+        ModelAlias(
+            name="smollm2-135m-instruct",
+            deployments=[LlamaCppDeployment(provider="llamacpp", model="smollm2-135m-instruct")],
+        ),
+        ModelAlias(
+            name="gemma-3-270m",
+            deployments=[LlamaCppDeployment(provider="llamacpp", model="gemma-3-270m", chat=False)],
+        ),
+        ModelAlias(
+            name="all-minilm-l6-v2",
+            deployments=[OnnxEmbeddingDeployment(provider="onnx-embeddings", model="all-minilm-l6-v2")],
+        ),
+    ]
+
+
+class Settings(_Strict):
+    """The whole configuration. Every section has working defaults."""
+
+    data_dir: Path = Path(".goldenpath")
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    models: list[ModelAlias] = Field(default_factory=_default_models)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Settings:
+        seen: set[str] = set()
+        for alias in self.models:
+            if alias.name in seen:
+                raise ValueError(f"model name {alias.name!r} is defined twice")
+            seen.add(alias.name)
+        names = [d.name for a in self.models for d in a.deployments if d.name]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"deployment names must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+    @property
+    def database_url(self) -> str:
+        return self.store.url or f"sqlite:///{(self.data_dir / 'goldenpath.db').resolve()}"

@@ -1,0 +1,498 @@
+"""The ASGI application: one explicit pipeline of plain async functions, no middleware stack.
+
+Per request: read body (bounded) → authenticate → parse and validate → resolve the alias → call or
+stream through the router → respond → queue a record and update metrics (both in memory).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+
+from goldenpath.config import Settings
+from goldenpath.gateway._errors import APIError, invalid_request
+from goldenpath.gateway._validation import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    validate,
+)
+from goldenpath.providers import (
+    InvalidRequestForProvider,
+    Operation,
+    Provider,
+    ProviderError,
+    UpstreamStatusError,
+    Usage,
+    create_provider,
+    usage_from,
+)
+from goldenpath.routing import (
+    BreakerState,
+    DeadlineExceeded,
+    NoHealthyDeployment,
+    Outcome,
+    Router,
+    UnknownModel,
+    UnsupportedOperation,
+    deployment_name,
+)
+from goldenpath.store import RequestRecord, RequestRecorder, Store
+from goldenpath.telemetry import GatewayMetrics
+from goldenpath.tenancy import KeyRing, Principal, load_server_secret
+
+log = logging.getLogger("goldenpath.gateway")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+_JSON = (b"content-type", b"application/json")
+_SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+_DONE = b"data: [DONE]\n\n"
+_PUBLIC = frozenset({"/healthz", "/readyz"})
+_INFERENCE: dict[str, tuple[Operation, Any]] = {
+    "/v1/chat/completions": ("chat", ChatCompletionRequest),
+    "/v1/completions": ("completions", CompletionRequest),
+    "/v1/embeddings": ("embeddings", EmbeddingRequest),
+}
+
+
+class _ClientGone(Exception):
+    """The client disconnected while we were streaming to it."""
+
+
+def _request_id() -> str:
+    return "req_" + os.urandom(12).hex()
+
+
+class Gateway:
+    """The whole gateway as one ASGI callable. ``startup``/``shutdown`` run from the ASGI lifespan."""
+
+    def __init__(self, settings: Settings, *, env: dict[str, str] | None = None) -> None:
+        self.settings = settings
+        self.env = dict(os.environ) if env is None else env
+        self.metrics = GatewayMetrics()
+        self.store = Store(settings.database_url)
+        self.keys = KeyRing(self.store, b"")
+        self.recorder = RequestRecorder(
+            self.store,
+            flush_interval_s=settings.store.record_flush_interval_s,
+            batch_size=settings.store.record_batch_size,
+            buffer_max=settings.store.record_buffer_max,
+        )
+        self.providers: dict[str, Provider] = {}
+        for alias in settings.models:
+            for i, dep in enumerate(alias.deployments):
+                name = deployment_name(alias.name, i, dep)
+                self.providers[name] = create_provider(name, dep, settings.data_dir)
+        self.router = Router(settings.models, self.providers, settings.routing)
+        self.generated_admin_key: str | None = None
+        self._load_errors: dict[str, str] = {}
+        self._loading: list[asyncio.Task[None]] = []
+        self._started = False
+        self._max_body = settings.server.max_body_bytes
+        self._timeout = settings.routing.request_timeout_s
+        self._models_body = orjson.dumps(
+            {
+                "object": "list",
+                "data": [
+                    {"id": a.name, "object": "model", "created": 0, "owned_by": "goldenpath"}
+                    for a in settings.models
+                ],
+            }
+        )
+
+    # lifecycle
+
+    async def startup(self) -> None:
+        data_dir = self.settings.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(self.store.migrate)
+        self.keys = KeyRing(self.store, load_server_secret(data_dir, self.env))
+        self.generated_admin_key = await asyncio.to_thread(self.keys.ensure_admin_key, data_dir, self.env)
+        await asyncio.to_thread(self.keys.refresh)
+        self.recorder.start()
+        # Remote pools open at once; local models load in the background while /readyz says so.
+        for name, provider in self.providers.items():
+            self._loading.append(asyncio.create_task(self._start_provider(name, provider)))
+        self._started = True
+
+    async def _start_provider(self, name: str, provider: Provider) -> None:
+        try:
+            await provider.start()
+        except Exception as exc:
+            log.error("deployment %s failed to start: %s", name, exc)
+            self._load_errors[name] = str(exc)
+
+    async def shutdown(self) -> None:
+        for task in self._loading:
+            task.cancel()
+        await self.recorder.close()
+        for provider in self.providers.values():
+            await provider.close()
+        await asyncio.to_thread(self.store.close)
+
+    @property
+    def ready(self) -> bool:
+        return self._started and all(p.ready for p in self.providers.values())
+
+    # ASGI
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    log.exception("startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        start = time.perf_counter()
+        path: str = scope["path"]
+        method: str = scope["method"]
+        rid = _request_id()
+        try:
+            if path in _INFERENCE:
+                if method != "POST":
+                    raise APIError(
+                        405, f"Method {method} is not allowed on {path}; use POST.", code="method_not_allowed"
+                    )
+                principal = self._authenticate(scope)
+                await self._inference(scope, receive, send, path, principal, rid, start)
+            elif method != "GET" and method != "HEAD":
+                raise APIError(404, f"Unknown request URL: {method} {path}.", code="unknown_url")
+            elif path in _PUBLIC:
+                await self._probe(send, path)
+            else:
+                self._authenticate(scope)
+                await self._get(send, path, rid)
+        except APIError as err:
+            await _respond(
+                send, err.status, err.body(), [_JSON, (b"x-request-id", rid.encode()), *err.headers]
+            )
+
+    def _authenticate(self, scope: Scope) -> Principal:
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                scheme, _, token = value.decode("latin-1").partition(" ")
+                if scheme.lower() != "bearer" or not token.strip():
+                    break
+                principal = self.keys.authenticate(token.strip())
+                if principal is None:
+                    raise APIError(401, "Incorrect API key provided.", code="invalid_api_key")
+                return principal
+        raise APIError(
+            401,
+            "You didn't provide an API key. Send it in the Authorization header as 'Bearer YOUR_KEY'.",
+            code="missing_api_key",
+        )
+
+    async def _probe(self, send: Send, path: str) -> None:
+        if path == "/healthz":
+            await _respond(send, 200, b'{"status":"ok"}', [_JSON])
+            return
+        if self.ready:
+            await _respond(send, 200, b'{"status":"ready"}', [_JSON])
+            return
+        body = {
+            "status": "failed" if self._load_errors else "loading",
+            "waiting_for": sorted(
+                n for n, p in self.providers.items() if not p.ready and n not in self._load_errors
+            ),
+            "errors": self._load_errors,
+        }
+        await _respond(send, 503, orjson.dumps(body), [_JSON])
+
+    async def _get(self, send: Send, path: str, rid: str) -> None:
+        if path == "/v1/models":
+            await _respond(send, 200, self._models_body, [_JSON])
+        elif path.startswith("/v1/models/"):
+            name = path.removeprefix("/v1/models/")
+            if name not in self.router.routes:
+                raise APIError(
+                    404, f"The model `{name}` does not exist.", code="model_not_found", param="model"
+                )
+            body = {"id": name, "object": "model", "created": 0, "owned_by": "goldenpath"}
+            await _respond(send, 200, orjson.dumps(body), [_JSON])
+        elif path == "/metrics":
+            self.metrics.records_dropped.set(self.recorder.dropped)
+            for route in self.router.routes.values():
+                for dep in route.deployments:
+                    self.metrics.breaker_open.labels(dep.name).set(
+                        int(dep.breaker.state is BreakerState.OPEN)
+                    )
+            await _respond(
+                send, 200, self.metrics.render(), [(b"content-type", self.metrics.content_type.encode())]
+            )
+        else:
+            raise APIError(404, f"Unknown request URL: GET {path}.", code="unknown_url")
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    raise invalid_request("Content-Length is not a number.", code="invalid_header") from None
+                if declared > self._max_body:
+                    raise _too_large(self._max_body)
+        message = await receive()
+        body: bytes = message.get("body", b"")
+        if not message.get("more_body"):
+            return body
+        parts = [body]
+        size = len(body)
+        while message.get("more_body"):
+            message = await receive()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self._max_body:
+                raise _too_large(self._max_body)
+            parts.append(chunk)
+        return b"".join(parts)
+
+    async def _inference(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        path: str,
+        principal: Principal,
+        rid: str,
+        start: float,
+    ) -> None:
+        op, schema = _INFERENCE[path]
+        raw = await self._read_body(scope, receive)
+        if not raw:
+            raise invalid_request("The request body is empty; send a JSON object.", code="invalid_json")
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise invalid_request(
+                f"We could not parse the JSON body of your request: {exc}.", code="invalid_json"
+            ) from None
+        validate(schema, body)
+        model = body["model"]
+        record = RequestRecord(
+            id=rid,
+            ts=time.time(),
+            endpoint=op,
+            status=200,
+            latency_ms=0.0,
+            key_id=principal.key_id,
+            tenant=principal.tenant,
+            model=model,
+            stream=bool(body.get("stream")),
+        )
+        outcome = Outcome()
+        usage: Usage | None = None
+        try:
+            try:
+                route = self.router.resolve(model, op)
+                deadline = time.monotonic() + self._timeout
+                if record.stream:
+                    usage = await self._stream(
+                        send, receive, route, op, body, outcome, deadline, rid, start, record
+                    )
+                else:
+                    response = await self.router.call(route, op, body, outcome, deadline)
+                    usage = response.usage
+                    overhead = time.perf_counter() - start - outcome.upstream_s
+                    record.overhead_ms = overhead * 1000
+                    await _respond(send, 200, response.body, self._headers(rid, outcome, overhead))
+            except UnknownModel as exc:
+                raise APIError(404, str(exc), code="model_not_found", param="model") from None
+            except UnsupportedOperation as exc:
+                raise APIError(400, str(exc), code="model_not_supported", param="model") from None
+            except InvalidRequestForProvider as exc:
+                raise APIError(400, exc.message, code=exc.code, param=exc.param) from None
+            except UpstreamStatusError as exc:  # a non-retryable client error from the upstream
+                raise _upstream_client_error(exc) from None
+            except NoHealthyDeployment as exc:
+                last = exc.last_error
+                status = last.status if last else 503
+                raise APIError(
+                    status,
+                    str(exc),
+                    code=last.code if last else "no_healthy_deployment",
+                    type="rate_limit_error" if status == 429 else "api_error",
+                ) from None
+            except DeadlineExceeded as exc:
+                raise APIError(504, f"The request timed out: {exc}.", code="request_timeout") from None
+            except ProviderError as exc:
+                raise APIError(exc.status, exc.message, code=exc.code) from None
+        except APIError as err:
+            record.status = err.status
+            record.error_type = err.code or err.type
+            raise
+        except _ClientGone:
+            record.status = 499
+            record.error_type = "client_disconnected"
+        finally:
+            self._finish(record, outcome, usage, start)
+
+    def _headers(self, rid: str, outcome: Outcome, overhead_s: float) -> list[tuple[bytes, bytes]]:
+        return [
+            _JSON,
+            (b"x-request-id", rid.encode()),
+            (b"x-goldenpath-deployment", outcome.deployment.encode()),
+            (b"x-goldenpath-attempts", str(outcome.attempts).encode()),
+            (b"x-goldenpath-overhead-ms", f"{overhead_s * 1000:.3f}".encode()),
+        ]
+
+    async def _stream(
+        self,
+        send: Send,
+        receive: Receive,
+        route: Any,
+        op: Operation,
+        body: dict[str, Any],
+        outcome: Outcome,
+        deadline: float,
+        rid: str,
+        start: float,
+        record: RequestRecord,
+    ) -> Usage | None:
+        options = body.get("stream_options") or {}
+        wants_usage = bool(options.get("include_usage"))
+        # Always ask for usage upstream (it is what we account by); drop that chunk if the client didn't ask.
+        upstream = {**body, "stream_options": {**options, "include_usage": True}}
+        first, events = await self.router.open_stream(route, op, upstream, outcome, deadline)
+        overhead = time.perf_counter() - start - outcome.upstream_s
+        record.overhead_ms = overhead * 1000
+        headers = self._headers(rid, outcome, overhead)
+        headers[0] = _SSE_HEADERS[0]
+        await send({"type": "http.response.start", "status": 200, "headers": headers + _SSE_HEADERS[1:]})
+        task = asyncio.current_task()
+        gone = False
+
+        def on_disconnect(fut: asyncio.Future[Any]) -> None:
+            nonlocal gone
+            if not fut.cancelled() and task is not None:
+                gone = True
+                task.cancel()
+
+        watcher = asyncio.ensure_future(receive())
+        watcher.add_done_callback(on_disconnect)
+        usage: Usage | None = None
+        event: bytes | None = first
+        try:
+            while event is not None:
+                if b'"usage"' in event:
+                    parsed = orjson.loads(event)
+                    found = usage_from(parsed)
+                    if found is not None:
+                        usage = found
+                        if not wants_usage and not parsed.get("choices"):
+                            event = await anext(events, None)
+                            continue
+                await send(
+                    {"type": "http.response.body", "body": b"data: " + event + b"\n\n", "more_body": True}
+                )
+                event = await anext(events, None)
+            await send({"type": "http.response.body", "body": _DONE, "more_body": False})
+        except asyncio.CancelledError:
+            if not gone:
+                raise
+            if task is not None:
+                task.uncancel()
+            await _close(events)
+            raise _ClientGone() from None
+        except ProviderError as exc:
+            # Bytes already reached the client: no retry. End the stream with an OpenAI-style error event.
+            record.status = 502
+            record.error_type = exc.code
+            err = APIError(502, exc.message, code=exc.code)
+            await send(
+                {"type": "http.response.body", "body": b"data: " + err.body() + b"\n\n", "more_body": False}
+            )
+        finally:
+            watcher.remove_done_callback(on_disconnect)
+            watcher.cancel()
+        return usage
+
+    def _finish(self, record: RequestRecord, outcome: Outcome, usage: Usage | None, start: float) -> None:
+        elapsed = time.perf_counter() - start
+        record.latency_ms = elapsed * 1000
+        record.deployment = outcome.deployment or None
+        record.attempts = outcome.attempts
+        if outcome.ttft_s is not None:
+            record.ttft_ms = (outcome.ttft_s + (record.overhead_ms or 0) / 1000) * 1000
+        if usage is not None:
+            record.prompt_tokens = usage.prompt_tokens
+            record.completion_tokens = usage.completion_tokens
+        self.recorder.add(record)
+        m = self.metrics
+        model = record.model if record.model in self.router.routes else "unknown"
+        dep = outcome.deployment
+        m.requests.labels(model, dep, record.endpoint, str(record.status)).inc()
+        if record.status >= 400:
+            m.errors.labels(model, record.error_type or "error").inc()
+            return
+        m.latency.labels(model, dep).observe(elapsed)
+        if record.overhead_ms is not None:
+            m.overhead.observe(record.overhead_ms / 1000)
+        if record.stream and record.ttft_ms is not None:
+            m.ttft.labels(model, dep).observe(record.ttft_ms / 1000)
+        if outcome.attempts > 1:
+            m.attempts.labels(model).inc(outcome.attempts - 1)
+        if usage is not None:
+            m.tokens.labels(model, dep, "prompt").inc(usage.prompt_tokens)
+            m.tokens.labels(model, dep, "completion").inc(usage.completion_tokens)
+
+
+async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _close(events: Any) -> None:
+    aclose = getattr(events, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+def _too_large(limit: int) -> APIError:
+    return APIError(413, f"The request body exceeds the limit of {limit} bytes.", code="request_too_large")
+
+
+def _upstream_client_error(exc: UpstreamStatusError) -> APIError:
+    """Forward an upstream 4xx in OpenAI's shape, keeping its message when it sent one."""
+    message, code, param, kind = exc.message, "upstream_error", None, None
+    try:
+        parsed = orjson.loads(exc.body)
+        err = parsed.get("error") if isinstance(parsed, dict) else None
+        if isinstance(err, dict):
+            message = str(err.get("message") or message)
+            code = err.get("code") or code
+            param = err.get("param")
+            kind = err.get("type")
+    except orjson.JSONDecodeError:
+        pass
+    return APIError(exc.upstream_status, message, code=str(code), param=param, type=kind)

@@ -1,0 +1,5 @@
+"""Telemetry: Prometheus metrics."""
+
+from goldenpath.telemetry._metrics import GatewayMetrics
+
+__all__ = ["GatewayMetrics"]
