@@ -11,7 +11,7 @@
 #   TARGETS="direct litellm ours"   which sweeps to run (servers for skipped targets are still started,
 #                                   except LiteLLM when litellm is not in TARGETS)
 #   TTFT=0     1 = also run ttft.py (conc 1, stream) per target -> results/ttft.jsonl
-#   DURATION=15 WARMUP=3 CONC="1 16 64" STREAMS="0 1" NICE=0   passed through to run_bench.sh
+#   DURATION=15 WARMUP=3 CONC="1 16 64" STREAMS="0 1" NICE=0 LOADGEN_CPU=1   passed through to run_bench.sh
 # Writes (beside this folder): results/{direct,litellm,ours}.jsonl, results/startup.json,
 #   results/summary.md, logs/*.log, logs/run_all.log; earlier results/* are moved to results/prev-<time>/.
 # Everything this script started is stopped on exit (trap), also on error or Ctrl-C.
@@ -22,9 +22,9 @@ PY=$ROOT/venv/bin/python
 : "${GATEWAY_CMD:?set GATEWAY_CMD to the command that starts the gateway under test}"
 GATEWAY_KEY=${GATEWAY_KEY:-}; GATEWAY_PORT=${GATEWAY_PORT:-8080}; GW_CPU=${GW_CPU:-0}
 GATEWAY_CWD=${GATEWAY_CWD:-$REPO}; GATEWAY_READY_TIMEOUT=${GATEWAY_READY_TIMEOUT:-60}
-TARGETS=${TARGETS:-"direct litellm ours"}; TTFT=${TTFT:-0}; NICE=${NICE:-0}
+TARGETS=${TARGETS:-"direct litellm ours"}; TTFT=${TTFT:-0}; NICE=${NICE:-0}; LOADGEN_CPU=${LOADGEN_CPU:-1}
 LITELLM_KEY=sk-bench-local-7f3a9c2e5b1d4a6f
-export DURATION=${DURATION:-15} WARMUP=${WARMUP:-3} CONC=${CONC:-"1 16 64"} STREAMS=${STREAMS:-"0 1"} NICE
+export DURATION=${DURATION:-15} WARMUP=${WARMUP:-3} CONC=${CONC:-"1 16 64"} STREAMS=${STREAMS:-"0 1"} NICE LOADGEN_CPU
 want() { case " $TARGETS " in *" $1 "*) return 0;; *) return 1;; esac; }
 now() { date +%s.%N; }
 log() { echo "[run_all $(date +%H:%M:%S)] $*"; }
@@ -38,14 +38,20 @@ for port in 8001 8002 4000 "$GATEWAY_PORT"; do
     echo "port $port is already in use (left-over server? try gateway-overhead/stop_servers.sh)"; exit 1
   fi
 done
-if ls results/* >/dev/null 2>&1; then
+if find results -maxdepth 1 -type f | grep -q .; then
   prev=results/prev-$(date +%Y%m%d-%H%M%S); mkdir -p "$prev"
   find results -maxdepth 1 -type f -exec mv {} "$prev/" \; ; log "moved earlier results to $prev"
 fi
 
-GW_PID=""
+GW_PID=""; CHILD=""
+descendants() { local c; for c in $(ps -o pid= --ppid "$1" 2>/dev/null); do descendants "$c"; echo "$c"; done; }
+step() { "$@" & CHILD=$!; wait "$CHILD"; CHILD=""; }   # run in background + wait, so INT/TERM are handled at once
 cleanup() {
   local rc=$?; trap - EXIT INT TERM
+  if [ -n "$CHILD" ] && kill -0 "$CHILD" 2>/dev/null; then   # interrupted mid-bench: stop run_bench.sh, wrk, monitor
+    # shellcheck disable=SC2046
+    kill $(descendants "$CHILD") "$CHILD" 2>/dev/null || true; log "stopped running step $CHILD"
+  fi
   if [ -n "$GW_PID" ] && kill -0 "$GW_PID" 2>/dev/null; then
     # setsid made the gateway a process-group leader: signal the group (gateway + any workers it forked)
     local target=$GW_PID; [ "$(ps -o pgid= -p "$GW_PID" | tr -d ' ')" = "$GW_PID" ] && target=-$GW_PID
@@ -54,7 +60,12 @@ cleanup() {
     kill -0 "$GW_PID" 2>/dev/null && { log "gateway $GW_PID ignored SIGTERM for 10 s, SIGKILL"; kill -KILL -- "$target" 2>/dev/null || true; }
     log "stopped gateway $GW_PID"
   fi
+  local pids; pids=$(cat logs/*.pid 2>/dev/null || true)
   "$HERE/stop_servers.sh" || true
+  for p in $pids; do   # wait for them to be gone (uvicorn shuts down gracefully), so ports are free afterwards
+    for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.2; done
+    kill -0 "$p" 2>/dev/null && { kill -KILL "$p" 2>/dev/null || true; log "SIGKILL $p"; }
+  done
   log "exit $rc"; exit $rc
 }
 trap cleanup EXIT; trap 'exit 130' INT; trap 'exit 143' TERM
@@ -99,6 +110,7 @@ GW_MEM=$("$PY" - "$GW_PID" <<'EOF'
 import json, sys, psutil
 p = psutil.Process(int(sys.argv[1])); ps = [p] + p.children(recursive=True)
 r = {"rss_mb": round(sum(q.memory_info().rss for q in ps) / 2**20, 1), "rss_main_mb": round(p.memory_info().rss / 2**20, 1),
+     "cpu_affinity": p.cpu_affinity(),
      "procs": [{"pid": q.pid, "name": q.name(), "rss_mb": round(q.memory_info().rss / 2**20, 1)} for q in ps]}
 print(json.dumps(r))
 EOF
@@ -119,25 +131,27 @@ print(json.dumps({
     "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     "gateway": {"cmd": cmd, "cpu": int(cpu), "port": int(port), "pid": int(pid), "ready_s": float(gr),
                 "ready_poll_s": 0.05, "ready_path": "/readyz", **json.loads(gm)},
-    "litellm": {"version": version("litellm"), "ready_s": num(lr), "rss_mb": num(lrss), "ready_poll_s": 0.25,
+    "litellm": {"version": version("litellm"), "ready_s": None if lr == "null" else round(float(lr), 3), "rss_mb": num(lrss), "ready_poll_s": 0.25,
                 "ready_path": "/health/liveliness"},
     "machine": {"nproc": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version(),
                 "loadavg": os.getloadavg()},
     "bench": {k: os.environ.get(k) for k in ("DURATION", "WARMUP", "CONC", "STREAMS", "NICE")},
 }, indent=2))
 EOF
-log "startup: gateway ${GW_READY}s, litellm ${LL_READY}s -> results/startup.json"
+log "startup: gateway ${GW_READY} s, litellm ${LL_READY} s -> results/startup.json"
 
 # ---- benches ------------------------------------------------------------------------------------
 export OWN_PIDS=$UP1
 FILES=()
-if want direct; then log "bench direct"; "$HERE/run_bench.sh" direct http://127.0.0.1:8002/v1/chat/completions "$UP2"; FILES+=(results/direct.jsonl); fi
-if want litellm; then log "bench litellm"; "$HERE/run_bench.sh" litellm http://127.0.0.1:4000/v1/chat/completions "$LL_PID" "$LITELLM_KEY"; FILES+=(results/litellm.jsonl); fi
-if want ours; then log "bench ours"; "$HERE/run_bench.sh" ours "$GW_URL" "$GW_PID" "$GATEWAY_KEY"; FILES+=(results/ours.jsonl); fi
+if want direct; then log "bench direct"; step "$HERE/run_bench.sh" direct http://127.0.0.1:8002/v1/chat/completions "$UP2"; FILES+=(results/direct.jsonl); fi
+if want litellm; then log "bench litellm"; step "$HERE/run_bench.sh" litellm http://127.0.0.1:4000/v1/chat/completions "$LL_PID" "$LITELLM_KEY"; FILES+=(results/litellm.jsonl); fi
+if want ours; then log "bench ours"; step "$HERE/run_bench.sh" ours "$GW_URL" "$GW_PID" "$GATEWAY_KEY"; FILES+=(results/ours.jsonl); fi
 if [ "$TTFT" = 1 ]; then
-  want direct && nice -n "$NICE" taskset -c 1 "$PY" "$HERE/ttft.py" http://127.0.0.1:8002/v1/chat/completions --name direct --duration "$DURATION" --warmup "$WARMUP" | tee -a results/ttft.jsonl
-  want litellm && nice -n "$NICE" taskset -c 1 "$PY" "$HERE/ttft.py" http://127.0.0.1:4000/v1/chat/completions --name litellm --auth "$LITELLM_KEY" --duration "$DURATION" --warmup "$WARMUP" | tee -a results/ttft.jsonl
-  want ours && nice -n "$NICE" taskset -c 1 "$PY" "$HERE/ttft.py" "$GW_URL" --name ours ${GATEWAY_KEY:+--auth "$GATEWAY_KEY"} --duration "$DURATION" --warmup "$WARMUP" | tee -a results/ttft.jsonl
+  log "ttft (stream, conc 1)"
+  want direct && step nice -n "$NICE" taskset -c "$LOADGEN_CPU" "$PY" "$HERE/ttft.py" http://127.0.0.1:8002/v1/chat/completions --name direct --duration "$DURATION" --warmup "$WARMUP" >> results/ttft.jsonl
+  want litellm && step nice -n "$NICE" taskset -c "$LOADGEN_CPU" "$PY" "$HERE/ttft.py" http://127.0.0.1:4000/v1/chat/completions --name litellm --auth "$LITELLM_KEY" --duration "$DURATION" --warmup "$WARMUP" >> results/ttft.jsonl
+  want ours && step nice -n "$NICE" taskset -c "$LOADGEN_CPU" "$PY" "$HERE/ttft.py" "$GW_URL" --name ours ${GATEWAY_KEY:+--auth "$GATEWAY_KEY"} --duration "$DURATION" --warmup "$WARMUP" >> results/ttft.jsonl
+  cat results/ttft.jsonl
 fi
 
 # ---- summary ------------------------------------------------------------------------------------

@@ -1,0 +1,3 @@
+from goldenpath.cli import main
+
+main()

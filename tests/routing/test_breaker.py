@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import time
+
+from goldenpath.routing import BreakerState, CircuitBreaker
+
+
+def test_opens_after_threshold_and_probes_once() -> None:
+    b = CircuitBreaker(failure_threshold=2, cooldown_s=0.05)
+    assert b.allow()
+    b.record_failure()
+    assert b.state is BreakerState.CLOSED
+    b.record_failure()
+    assert b.state is BreakerState.OPEN and not b.allow()
+    time.sleep(0.06)
+    assert b.state is BreakerState.HALF_OPEN
+    assert b.allow()  # the probe
+    assert not b.allow()  # only one at a time
+    b.record_failure()
+    assert b.state is BreakerState.OPEN
+    time.sleep(0.06)
+    assert b.allow()
+    b.record_success()
+    assert b.state is BreakerState.CLOSED and b.allow() and b.allow()
+
+
+def test_success_resets_the_failure_count() -> None:
+    b = CircuitBreaker(failure_threshold=3, cooldown_s=10)
+    for _ in range(10):
+        b.record_failure()
+        b.record_failure()
+        b.record_success()
+    assert b.state is BreakerState.CLOSED
