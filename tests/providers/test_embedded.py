@@ -17,12 +17,26 @@ pytestmark = pytest.mark.models
 
 CONFIG = {
     "models": [
-        {"name": "smollm2-135m-instruct",
-         "deployments": [{"provider": "llamacpp", "model": "smollm2-135m-instruct", "n_ctx": 2048}]},
-        {"name": "gemma-3-270m",
-         "deployments": [{"provider": "llamacpp", "model": "gemma-3-270m", "chat": False, "n_ctx": 1024,
-                          "n_parallel": 1}]},
-        {"name": "all-minilm-l6-v2", "deployments": [{"provider": "onnx-embeddings", "model": "all-minilm-l6-v2"}]},
+        {
+            "name": "smollm2-135m-instruct",
+            "deployments": [{"provider": "llamacpp", "model": "smollm2-135m-instruct", "n_ctx": 2048}],
+        },
+        {
+            "name": "gemma-3-270m",
+            "deployments": [
+                {
+                    "provider": "llamacpp",
+                    "model": "gemma-3-270m",
+                    "chat": False,
+                    "n_ctx": 1024,
+                    "n_parallel": 1,
+                }
+            ],
+        },
+        {
+            "name": "all-minilm-l6-v2",
+            "deployments": [{"provider": "onnx-embeddings", "model": "all-minilm-l6-v2"}],
+        },
     ]
 }
 
@@ -42,9 +56,13 @@ def client(gw: RunningGateway) -> openai.OpenAI:
 def test_chat(client: openai.OpenAI) -> None:
     done = client.chat.completions.create(
         model="smollm2-135m-instruct",
-        messages=[{"role": "system", "content": "You are a helpful assistant."},
-                  {"role": "user", "content": "What is the capital of France?"}],
-        max_tokens=24, temperature=0, seed=1,
+        messages=[
+            {"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": "What is the capital of France?"},
+        ],
+        max_tokens=24,
+        temperature=0,
+        seed=1,
     )
     assert "Paris" in (done.choices[0].message.content or "")
     assert done.model == "smollm2-135m-instruct"
@@ -52,10 +70,16 @@ def test_chat(client: openai.OpenAI) -> None:
 
 
 def test_stream_token_by_token_with_usage(client: openai.OpenAI) -> None:
-    chunks = list(client.chat.completions.create(
-        model="smollm2-135m-instruct", messages=[{"role": "user", "content": "Count from one to ten."}],
-        max_tokens=16, temperature=0, stream=True, stream_options={"include_usage": True},
-    ))
+    chunks = list(
+        client.chat.completions.create(
+            model="smollm2-135m-instruct",
+            messages=[{"role": "user", "content": "Count from one to ten."}],
+            max_tokens=16,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     deltas = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
     assert len(deltas) >= 8  # one event per token, not one blob
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 16
@@ -67,9 +91,17 @@ def test_concurrent_requests_are_safe(gw: RunningGateway) -> None:
     async def run() -> list[str]:
         client = openai.AsyncOpenAI(base_url=gw.base_url, api_key=ADMIN_KEY, max_retries=0)
         questions = [f"What is {i} plus {i}?" for i in range(6)]
-        outs = await asyncio.gather(*[
-            client.chat.completions.create(model="smollm2-135m-instruct", max_tokens=12, temperature=0,
-                                           messages=[{"role": "user", "content": q}]) for q in questions])
+        outs = await asyncio.gather(
+            *[
+                client.chat.completions.create(
+                    model="smollm2-135m-instruct",
+                    max_tokens=12,
+                    temperature=0,
+                    messages=[{"role": "user", "content": q}],
+                )
+                for q in questions
+            ]
+        )
         await client.close()
         return [o.choices[0].message.content or "" for o in outs]
 
@@ -78,10 +110,18 @@ def test_concurrent_requests_are_safe(gw: RunningGateway) -> None:
 
 
 def test_client_disconnect_stops_generation(gw: RunningGateway) -> None:
-    with httpx.stream("POST", gw.base_url + "/chat/completions", headers={"Authorization": f"Bearer {ADMIN_KEY}"},
-                      json={"model": "smollm2-135m-instruct", "max_tokens": 1000, "stream": True,
-                            "messages": [{"role": "user", "content": "Write a very long story."}]},
-                      timeout=60) as r:
+    with httpx.stream(
+        "POST",
+        gw.base_url + "/chat/completions",
+        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+        json={
+            "model": "smollm2-135m-instruct",
+            "max_tokens": 1000,
+            "stream": True,
+            "messages": [{"role": "user", "content": "Write a very long story."}],
+        },
+        timeout=60,
+    ) as r:
         for i, _ in enumerate(r.iter_lines()):
             if i > 4:
                 break
@@ -98,8 +138,9 @@ def test_client_disconnect_stops_generation(gw: RunningGateway) -> None:
 
 
 def test_gemma_serves_plain_completions_only(client: openai.OpenAI) -> None:
-    done = client.completions.create(model="gemma-3-270m", prompt="Paris is the capital city of", max_tokens=4,
-                                     temperature=0)
+    done = client.completions.create(
+        model="gemma-3-270m", prompt="Paris is the capital city of", max_tokens=4, temperature=0
+    )
     assert "France" in done.choices[0].text
     with pytest.raises(openai.BadRequestError) as info:
         client.chat.completions.create(model="gemma-3-270m", messages=[{"role": "user", "content": "hi"}])
@@ -107,7 +148,11 @@ def test_gemma_serves_plain_completions_only(client: openai.OpenAI) -> None:
 
 
 def test_embeddings_are_meaningful(client: openai.OpenAI) -> None:
-    texts = ["A cat sits on the mat.", "A kitten is sitting on a rug.", "Quarterly revenue rose by 4 percent."]
+    texts = [
+        "A cat sits on the mat.",
+        "A kitten is sitting on a rug.",
+        "Quarterly revenue rose by 4 percent.",
+    ]
     out = client.embeddings.create(model="all-minilm-l6-v2", input=texts)
     v = np.array([d.embedding for d in out.data])
     assert v.shape == (3, 384)
@@ -125,6 +170,9 @@ def test_embeddings_base64_and_bad_input(client: openai.OpenAI, gw: RunningGatew
     decoded = np.frombuffer(base64.b64decode(packed.data[0].embedding), dtype=np.float32)
     plain = client.embeddings.create(model="all-minilm-l6-v2", input="hello").data[0].embedding
     assert decoded.shape == (384,) and np.allclose(decoded, plain, atol=1e-6)
-    r = httpx.post(gw.base_url + "/embeddings", headers={"Authorization": f"Bearer {ADMIN_KEY}"},
-                   json={"model": "all-minilm-l6-v2", "input": [[1, 2, 3]]})
+    r = httpx.post(
+        gw.base_url + "/embeddings",
+        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+        json={"model": "all-minilm-l6-v2", "input": [[1, 2, 3]]},
+    )
     assert r.status_code == 400 and r.json()["error"]["param"] == "input"

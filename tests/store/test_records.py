@@ -16,17 +16,26 @@ from tests.conftest import ADMIN_KEY, Upstream, openai_alias
 MESSAGES = [{"role": "user", "content": "hi"}]
 
 
-def test_records_flushed_on_graceful_shutdown(gateway_factory: Any, upstreams: tuple[Upstream, Upstream]) -> None:
+def test_records_flushed_on_graceful_shutdown(
+    gateway_factory: Any, upstreams: tuple[Upstream, Upstream]
+) -> None:
     a, _ = upstreams
     # A long flush interval: only the shutdown flush can write these.
-    gw = gateway_factory({"store": {"record_flush_interval_s": 3600},
-                          "models": [openai_alias("m", a, "ok"), openai_alias("bad", a, "error400")]})
+    gw = gateway_factory(
+        {
+            "store": {"record_flush_interval_s": 3600},
+            "models": [openai_alias("m", a, "ok"), openai_alias("bad", a, "error400")],
+        }
+    )
     client = openai.OpenAI(base_url=gw.base_url, api_key=ADMIN_KEY, max_retries=0)
     for _ in range(25):
         client.chat.completions.create(model="m", messages=MESSAGES)
     list(client.chat.completions.create(model="m", messages=MESSAGES, stream=True))
-    httpx.post(gw.base_url + "/chat/completions", headers={"Authorization": f"Bearer {ADMIN_KEY}"},
-               json={"model": "bad", "messages": MESSAGES})
+    httpx.post(
+        gw.base_url + "/chat/completions",
+        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+        json={"model": "bad", "messages": MESSAGES},
+    )
     gw.stop()
     store = Store(load_settings(gw.config, env={"GOLDENPATH_HOME": str(gw.home)}).database_url)
     records = store.latest_requests(100)
@@ -46,11 +55,16 @@ def test_records_flushed_on_graceful_shutdown(gateway_factory: Any, upstreams: t
 def test_requests_tail_cli(gateway_factory: Any, upstreams: tuple[Upstream, Upstream]) -> None:
     a, _ = upstreams
     gw = gateway_factory({"models": [openai_alias("m", a, "ok")]})
-    openai.OpenAI(base_url=gw.base_url, api_key=ADMIN_KEY).chat.completions.create(model="m", messages=MESSAGES)
+    openai.OpenAI(base_url=gw.base_url, api_key=ADMIN_KEY).chat.completions.create(
+        model="m", messages=MESSAGES
+    )
     gw.stop()
     out = subprocess.run(
         [sys.executable, "-m", "goldenpath", "requests", "tail", "--config", str(gw.config), "-n", "5"],
-        capture_output=True, text=True, env={"GOLDENPATH_HOME": str(gw.home), "PATH": "/usr/bin"}, timeout=60,
+        capture_output=True,
+        text=True,
+        env={"GOLDENPATH_HOME": str(gw.home), "PATH": "/usr/bin"},
+        timeout=60,
     )
     assert out.returncode == 0, out.stderr
     line = out.stdout.strip().splitlines()[-1]
