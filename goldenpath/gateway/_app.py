@@ -7,6 +7,7 @@ stream through the router → respond → queue a record and update metrics (bot
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import time
@@ -72,8 +73,13 @@ class _ClientGone(Exception):
     """The client disconnected while we were streaming to it."""
 
 
+# A random per-process prefix and a counter: unique across replicas and restarts, no syscall per request.
+_request_ids = itertools.count()
+_REQUEST_ID_PREFIX = "req_" + os.urandom(8).hex()
+
+
 def _request_id() -> str:
-    return "req_" + os.urandom(12).hex()
+    return f"{_REQUEST_ID_PREFIX}{next(_request_ids):08x}"
 
 
 class Gateway:
