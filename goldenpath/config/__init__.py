@@ -2,6 +2,7 @@
 
 from goldenpath.config._load import ConfigError, load_settings
 from goldenpath.config._models import (
+    CacheConfig,
     Deployment,
     LlamaCppDeployment,
     ModelAlias,
@@ -14,6 +15,7 @@ from goldenpath.config._models import (
 )
 
 __all__ = [
+    "CacheConfig",
     "ConfigError",
     "Deployment",
     "LlamaCppDeployment",

@@ -39,7 +39,8 @@ def _format_errors(source: str, err: ValidationError) -> str:
 def load_settings(path: str | Path | None = None, env: dict[str, str] | None = None) -> Settings:
     """Load settings from ``path`` (or defaults) and apply environment overrides.
 
-    ``GOLDENPATH_HOME`` sets the data directory and ``GOLDENPATH_DATABASE_URL`` the store URL.
+    ``GOLDENPATH_HOME`` sets the data directory, ``GOLDENPATH_DATABASE_URL`` the store URL and
+    ``GOLDENPATH_REDIS_URL`` the Redis URL.
     """
     env = dict(os.environ) if env is None else env
     raw: dict[str, Any] = {}
@@ -66,6 +67,8 @@ def load_settings(path: str | Path | None = None, env: dict[str, str] | None = N
         if not isinstance(raw["store"], dict):
             raise ConfigError(f"{source}: store: expected a mapping")
         raw["store"] = {**raw["store"], "url": env["GOLDENPATH_DATABASE_URL"]}
+    if env.get("GOLDENPATH_REDIS_URL"):
+        raw["redis_url"] = env["GOLDENPATH_REDIS_URL"]
     try:
         return Settings.model_validate(raw)
     except ValidationError as exc:

@@ -81,12 +81,30 @@ Deployment = Annotated[
 ]
 
 
+class CacheConfig(_Strict):
+    """Response caching. Always partitioned by tenant; off unless enabled."""
+
+    enabled: bool = False
+    semantic: bool = Field(default=False, description="Also answer close paraphrases (embedding similarity).")
+    semantic_threshold: float = Field(default=0.95, gt=0, le=1, description="Cosine similarity for a hit.")
+    semantic_model: str = Field(default="all-minilm-l6-v2", description="Built-in embedding model to compare with.")
+    ttl_s: float = Field(default=3600.0, gt=0)
+    max_entries: int = Field(default=10_000, ge=1, description="Per tenant; the oldest go first.")
+    max_entry_bytes: int = Field(default=1_048_576, ge=1024, description="Larger answers are not cached.")
+    deterministic_only: bool = Field(
+        default=True, description="Cache only requests with temperature 0 (sampled answers are not reused)."
+    )
+
+
 class ModelAlias(_Strict):
     """A model name clients call, served by one or more deployments."""
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
     strategy: RoutingStrategy = "priority"
     deployments: list[Deployment] = Field(min_length=1)
+    rpm: int | None = Field(default=None, ge=1, description="Requests per minute for this alias, all callers.")
+    tpm: int | None = Field(default=None, ge=1, description="Tokens per minute for this alias, all callers.")
+    cache: CacheConfig | None = Field(default=None, description="Overrides the top-level cache section.")
 
 
 class ServerConfig(_Strict):
@@ -140,6 +158,10 @@ class Settings(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
+    redis_url: str | None = Field(
+        default=None, description="Redis for limits, budgets and cache shared by replicas; in-process if unset."
+    )
+    cache: CacheConfig = Field(default_factory=CacheConfig)
     models: list[ModelAlias] = Field(default_factory=_default_models)
 
     @model_validator(mode="after")
