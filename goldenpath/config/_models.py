@@ -45,9 +45,7 @@ class OpenAIDeployment(_DeploymentBase):
     api_key_env: str | None = Field(default=None, description="Environment variable holding the API key.")
     headers: dict[str, str] = Field(default_factory=dict)
     connect_timeout_s: float = Field(default=5.0, gt=0)
-    timeout_s: float = Field(
-        default=60.0, gt=0, description="Read timeout: first byte and gaps between chunks."
-    )
+    timeout_s: float = Field(default=60.0, gt=0, description="Read timeout: first byte and gaps between chunks.")
     max_connections: int = Field(default=256, ge=1)
 
 
@@ -76,9 +74,7 @@ class OnnxEmbeddingDeployment(_DeploymentBase):
     batch_size: int = Field(default=32, ge=1)
 
 
-Deployment = Annotated[
-    OpenAIDeployment | LlamaCppDeployment | OnnxEmbeddingDeployment, Field(discriminator="provider")
-]
+Deployment = Annotated[OpenAIDeployment | LlamaCppDeployment | OnnxEmbeddingDeployment, Field(discriminator="provider")]
 
 
 class CacheConfig(_Strict):
@@ -124,14 +120,10 @@ class RoutingConfig(_Strict):
 
 
 class StoreConfig(_Strict):
-    url: str | None = Field(
-        default=None, description="SQLAlchemy URL; SQLite in the data directory if unset."
-    )
+    url: str | None = Field(default=None, description="SQLAlchemy URL; SQLite in the data directory if unset.")
     record_flush_interval_s: float = Field(default=0.5, gt=0)
     record_batch_size: int = Field(default=1000, ge=1)
-    record_buffer_max: int = Field(
-        default=200_000, ge=1000, description="Records held while the store is down."
-    )
+    record_buffer_max: int = Field(default=200_000, ge=1000, description="Records held while the store is down.")
 
 
 def _default_models() -> list[ModelAlias]:

@@ -113,8 +113,7 @@ class Gateway:
             {
                 "object": "list",
                 "data": [
-                    {"id": a.name, "object": "model", "created": 0, "owned_by": "goldenpath"}
-                    for a in settings.models
+                    {"id": a.name, "object": "model", "created": 0, "owned_by": "goldenpath"} for a in settings.models
                 ],
             }
         )
@@ -199,9 +198,7 @@ class Gateway:
                 self._authenticate(scope)
                 await self._get(send, path, rid)
         except APIError as err:
-            await _respond(
-                send, err.status, err.body(), [_JSON, (b"x-request-id", rid.encode()), *err.headers]
-            )
+            await _respond(send, err.status, err.body(), [_JSON, (b"x-request-id", rid.encode()), *err.headers])
 
     def _authenticate(self, scope: Scope) -> Principal:
         for name, value in scope["headers"]:
@@ -228,9 +225,7 @@ class Gateway:
             return
         body = {
             "status": "failed" if self._load_errors else "loading",
-            "waiting_for": sorted(
-                n for n, p in self.providers.items() if not p.ready and n not in self._load_errors
-            ),
+            "waiting_for": sorted(n for n, p in self.providers.items() if not p.ready and n not in self._load_errors),
             "errors": self._load_errors,
         }
         await _respond(send, 503, orjson.dumps(body), [_JSON])
@@ -241,21 +236,15 @@ class Gateway:
         elif path.startswith("/v1/models/"):
             name = path.removeprefix("/v1/models/")
             if name not in self.router.routes:
-                raise APIError(
-                    404, f"The model `{name}` does not exist.", code="model_not_found", param="model"
-                )
+                raise APIError(404, f"The model `{name}` does not exist.", code="model_not_found", param="model")
             body = {"id": name, "object": "model", "created": 0, "owned_by": "goldenpath"}
             await _respond(send, 200, orjson.dumps(body), [_JSON])
         elif path == "/metrics":
             self.metrics.records_dropped.set(self.recorder.dropped)
             for route in self.router.routes.values():
                 for dep in route.deployments:
-                    self.metrics.breaker_open.labels(dep.name).set(
-                        int(dep.breaker.state is BreakerState.OPEN)
-                    )
-            await _respond(
-                send, 200, self.metrics.render(), [(b"content-type", self.metrics.content_type.encode())]
-            )
+                    self.metrics.breaker_open.labels(dep.name).set(int(dep.breaker.state is BreakerState.OPEN))
+            await _respond(send, 200, self.metrics.render(), [(b"content-type", self.metrics.content_type.encode())])
         else:
             raise APIError(404, f"Unknown request URL: GET {path}.", code="unknown_url")
 
@@ -323,9 +312,7 @@ class Gateway:
                 route = self.router.resolve(model, op)
                 deadline = time.monotonic() + self._timeout
                 if record.stream:
-                    usage = await self._stream(
-                        send, receive, route, op, body, outcome, deadline, rid, start, record
-                    )
+                    usage = await self._stream(send, receive, route, op, body, outcome, deadline, rid, start, record)
                 else:
                     response = await self.router.call(route, op, body, outcome, deadline)
                     usage = response.usage
@@ -418,9 +405,7 @@ class Gateway:
                         if not wants_usage and not parsed.get("choices"):
                             event = await anext(events, None)
                             continue
-                await send(
-                    {"type": "http.response.body", "body": b"data: " + event + b"\n\n", "more_body": True}
-                )
+                await send({"type": "http.response.body", "body": b"data: " + event + b"\n\n", "more_body": True})
                 event = await anext(events, None)
             await send({"type": "http.response.body", "body": _DONE, "more_body": False})
         except asyncio.CancelledError:
@@ -435,9 +420,7 @@ class Gateway:
             record.status = 502
             record.error_type = exc.code
             err = APIError(502, exc.message, code=exc.code)
-            await send(
-                {"type": "http.response.body", "body": b"data: " + err.body() + b"\n\n", "more_body": False}
-            )
+            await send({"type": "http.response.body", "body": b"data: " + err.body() + b"\n\n", "more_body": False})
         finally:
             watcher.remove_done_callback(on_disconnect)
             watcher.cancel()

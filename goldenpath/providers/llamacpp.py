@@ -43,8 +43,7 @@ def resolve_model_path(config: LlamaCppDeployment, data_dir: Path) -> Path:
     if config.model == "gemma-3-270m":
         return gemma3_270m_gguf(data_dir)
     raise ValueError(
-        f"llamacpp model {config.model!r} is not built in "
-        "(smollm2-135m-instruct, gemma-3-270m); set model_path"
+        f"llamacpp model {config.model!r} is not built in (smollm2-135m-instruct, gemma-3-270m); set model_path"
     )
 
 
@@ -103,9 +102,7 @@ class LlamaCppProvider(Provider):
                 )
             raise InvalidRequestForProvider(f"{self.name} does not serve {op}", deployment=self.name)
         if self._server is None:
-            raise ProviderNotReady(
-                self._error or f"{self.name}: model is still loading", deployment=self.name
-            )
+            raise ProviderNotReady(self._error or f"{self.name}: model is still loading", deployment=self.name)
         body = dict(body)
         if "max_completion_tokens" in body:
             body["max_tokens"] = body.pop("max_completion_tokens")
@@ -154,9 +151,7 @@ class LlamaCppProvider(Provider):
                 if isinstance(out, dict) and "error" in out:
                     self._finish(out)
             except ValueError as exc:
-                loop.call_soon_threadsafe(
-                    queue.put_nowait, InvalidRequestForProvider(str(exc), deployment=self.name)
-                )
+                loop.call_soon_threadsafe(queue.put_nowait, InvalidRequestForProvider(str(exc), deployment=self.name))
             except Exception as exc:
                 loop.call_soon_threadsafe(queue.put_nowait, exc)
             finally:

@@ -96,9 +96,7 @@ class OnnxEmbeddingProvider(Provider):
         raw = body.get("input")
         texts = [raw] if isinstance(raw, str) else raw
         if not isinstance(texts, list) or not texts:
-            raise InvalidRequestForProvider(
-                "'input' must be a non-empty string or array of strings", param="input"
-            )
+            raise InvalidRequestForProvider("'input' must be a non-empty string or array of strings", param="input")
         if len(texts) > MAX_INPUTS:
             raise InvalidRequestForProvider(f"at most {MAX_INPUTS} inputs per request", param="input")
         for i, t in enumerate(texts):
@@ -130,9 +128,7 @@ class OnnxEmbeddingProvider(Provider):
             )
         fmt = body.get("encoding_format", "float")
         if fmt not in ("float", "base64"):
-            raise InvalidRequestForProvider(
-                "encoding_format must be 'float' or 'base64'", param="encoding_format"
-            )
+            raise InvalidRequestForProvider("encoding_format must be 'float' or 'base64'", param="encoding_format")
         vectors, tokens = await asyncio.get_running_loop().run_in_executor(self._pool, self._run, texts)
         data = [
             {

@@ -99,9 +99,7 @@ class OpenAIProvider(Provider):
         try:
             parsed = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            raise UpstreamProtocolError(
-                f"{self.name}: upstream sent invalid JSON", deployment=self.name
-            ) from exc
+            raise UpstreamProtocolError(f"{self.name}: upstream sent invalid JSON", deployment=self.name) from exc
         return Response(body=raw, usage=usage_from(parsed))
 
     async def stream(self, op: Operation, body: dict[str, Any]) -> AsyncIterator[bytes]:

@@ -90,9 +90,7 @@ def _weighted_order(deps: list[DeploymentState], rng: random.Random) -> list[Dep
 
 
 class Router:
-    def __init__(
-        self, aliases: Iterable[ModelAlias], providers: dict[str, Provider], config: RoutingConfig
-    ) -> None:
+    def __init__(self, aliases: Iterable[ModelAlias], providers: dict[str, Provider], config: RoutingConfig) -> None:
         self.config = config
         self._rng = random.Random()
         self.routes: dict[str, Route] = {}

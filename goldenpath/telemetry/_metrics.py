@@ -20,9 +20,7 @@ class GatewayMetrics:
             ["model", "deployment", "endpoint", "status"],
             registry=r,
         )
-        self.errors = Counter(
-            "goldenpath_errors", "Requests that failed", ["model", "error_type"], registry=r
-        )
+        self.errors = Counter("goldenpath_errors", "Requests that failed", ["model", "error_type"], registry=r)
         self.latency = Histogram(
             "goldenpath_request_latency_seconds",
             "Time from request to last byte",
@@ -43,12 +41,8 @@ class GatewayMetrics:
             buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05),
             registry=r,
         )
-        self.tokens = Counter(
-            "goldenpath_tokens", "Tokens processed", ["model", "deployment", "kind"], registry=r
-        )
-        self.attempts = Counter(
-            "goldenpath_upstream_retries", "Attempts beyond the first", ["model"], registry=r
-        )
+        self.tokens = Counter("goldenpath_tokens", "Tokens processed", ["model", "deployment", "kind"], registry=r)
+        self.attempts = Counter("goldenpath_upstream_retries", "Attempts beyond the first", ["model"], registry=r)
         self.breaker_open = Gauge(
             "goldenpath_breaker_open",
             "1 while a deployment's circuit breaker is open",

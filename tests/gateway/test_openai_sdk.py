@@ -13,9 +13,7 @@ from tests.conftest import ADMIN_KEY, RunningGateway, Upstream, openai_alias, st
 
 
 @pytest.fixture(scope="module")
-def gw(
-    upstreams: tuple[Upstream, Upstream], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningGateway]:
+def gw(upstreams: tuple[Upstream, Upstream], tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
     up, _ = upstreams
     config = {
         "server": {"max_body_bytes": 64 * 1024},
@@ -141,13 +139,9 @@ def test_unknown_model_is_not_found(client: openai.OpenAI) -> None:
         ({"stream_options": {"include_usage": True}}, ""),
     ],
 )
-def test_invalid_parameters_are_bad_requests(
-    gw: RunningGateway, extra: dict[str, object], param: str
-) -> None:
+def test_invalid_parameters_are_bad_requests(gw: RunningGateway, extra: dict[str, object], param: str) -> None:
     body = {"model": "fake-model", "messages": MESSAGES, **extra}
-    r = httpx.post(
-        gw.base_url + "/chat/completions", headers={"Authorization": f"Bearer {ADMIN_KEY}"}, json=body
-    )
+    r = httpx.post(gw.base_url + "/chat/completions", headers={"Authorization": f"Bearer {ADMIN_KEY}"}, json=body)
     assert r.status_code == 400, r.text
     err = r.json()["error"]
     assert err["type"] == "invalid_request_error"
@@ -172,18 +166,14 @@ def test_missing_required_parameter(gw: RunningGateway) -> None:
 
 @pytest.mark.parametrize("payload", [b"{not json", b"[1, 2]", b"", b"\xff\xfe"])
 def test_malformed_json(gw: RunningGateway, payload: bytes) -> None:
-    r = httpx.post(
-        gw.base_url + "/chat/completions", headers={"Authorization": f"Bearer {ADMIN_KEY}"}, content=payload
-    )
+    r = httpx.post(gw.base_url + "/chat/completions", headers={"Authorization": f"Bearer {ADMIN_KEY}"}, content=payload)
     assert r.status_code == 400
     assert r.json()["error"]["code"] == "invalid_json"
 
 
 def test_oversized_body(gw: RunningGateway) -> None:
     big = {"model": "fake-model", "messages": [{"role": "user", "content": "x" * 70_000}]}
-    r = httpx.post(
-        gw.base_url + "/chat/completions", headers={"Authorization": f"Bearer {ADMIN_KEY}"}, json=big
-    )
+    r = httpx.post(gw.base_url + "/chat/completions", headers={"Authorization": f"Bearer {ADMIN_KEY}"}, json=big)
     assert r.status_code == 413
     assert r.json()["error"]["code"] == "request_too_large"
 
@@ -231,9 +221,7 @@ def test_metrics_are_prometheus_text(gw: RunningGateway, client: openai.OpenAI) 
     assert "goldenpath_overhead_seconds_count" in r.text
 
 
-def test_admin_key_file_is_private_when_generated(
-    tmp_path: Path, upstreams: tuple[Upstream, Upstream]
-) -> None:
+def test_admin_key_file_is_private_when_generated(tmp_path: Path, upstreams: tuple[Upstream, Upstream]) -> None:
     import os
     import subprocess
     import sys

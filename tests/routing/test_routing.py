@@ -76,9 +76,7 @@ def test_retries_same_deployment_on_429_then_gives_up(
     assert a.calls() == {"error429": 3}
 
 
-def test_flaky_upstream_is_retried_to_success(
-    gateway_factory: Any, upstreams: tuple[Upstream, Upstream]
-) -> None:
+def test_flaky_upstream_is_retried_to_success(gateway_factory: Any, upstreams: tuple[Upstream, Upstream]) -> None:
     a, _ = upstreams
     gw = gateway_factory({"routing": FAST_RETRY, "models": [{"name": "m", "deployments": [dep(a, "flaky")]}]})
     results = [chat(gw, "m") for _ in range(6)]
@@ -91,9 +89,7 @@ def test_client_errors_are_not_retried(gateway_factory: Any, upstreams: tuple[Up
     gw = gateway_factory(
         {
             "routing": FAST_RETRY,
-            "models": [
-                {"name": "m", "deployments": [dep(a, "error400", priority=0), dep(b, "ok", priority=1)]}
-            ],
+            "models": [{"name": "m", "deployments": [dep(a, "error400", priority=0), dep(b, "ok", priority=1)]}],
         }
     )
     r = chat(gw, "m")
@@ -101,9 +97,7 @@ def test_client_errors_are_not_retried(gateway_factory: Any, upstreams: tuple[Up
     assert a.calls() == {"error400": 1} and b.calls() == {}
 
 
-def test_stalled_upstream_times_out_and_falls_back(
-    gateway_factory: Any, upstreams: tuple[Upstream, Upstream]
-) -> None:
+def test_stalled_upstream_times_out_and_falls_back(gateway_factory: Any, upstreams: tuple[Upstream, Upstream]) -> None:
     a, b = upstreams
     gw = gateway_factory(
         {
@@ -194,9 +188,7 @@ def test_breaker_opens_and_skips_the_failing_deployment(
     assert 'goldenpath_breaker_open{deployment="bad"} 1.0' in metrics
 
 
-def test_breaker_half_open_probe_after_cooldown(
-    gateway_factory: Any, upstreams: tuple[Upstream, Upstream]
-) -> None:
+def test_breaker_half_open_probe_after_cooldown(gateway_factory: Any, upstreams: tuple[Upstream, Upstream]) -> None:
     import time
 
     a, b = upstreams
@@ -208,9 +200,7 @@ def test_breaker_half_open_probe_after_cooldown(
                 "breaker_cooldown_s": 0.5,
                 "max_attempts": 1,
             },
-            "models": [
-                {"name": "m", "deployments": [dep(a, "error500", priority=0), dep(b, "ok", priority=1)]}
-            ],
+            "models": [{"name": "m", "deployments": [dep(a, "error500", priority=0), dep(b, "ok", priority=1)]}],
         }
     )
     assert chat(gw, "m").status_code == 500 or True  # first call trips the breaker
@@ -222,9 +212,7 @@ def test_breaker_half_open_probe_after_cooldown(
     assert a.calls() == {"error500": 2}
 
 
-def test_all_breakers_open_fails_fast_with_503(
-    gateway_factory: Any, upstreams: tuple[Upstream, Upstream]
-) -> None:
+def test_all_breakers_open_fails_fast_with_503(gateway_factory: Any, upstreams: tuple[Upstream, Upstream]) -> None:
     a, _ = upstreams
     gw = gateway_factory(
         {
@@ -294,9 +282,7 @@ def test_lowest_cost(gateway_factory: Any, upstreams: tuple[Upstream, Upstream])
     assert {chat(gw, "m").headers["x-goldenpath-deployment"] for _ in range(5)} == {"cheap"}
 
 
-def test_stream_falls_back_before_first_byte(
-    gateway_factory: Any, upstreams: tuple[Upstream, Upstream]
-) -> None:
+def test_stream_falls_back_before_first_byte(gateway_factory: Any, upstreams: tuple[Upstream, Upstream]) -> None:
     a, b = upstreams
     gw = gateway_factory(
         {
@@ -317,9 +303,7 @@ def test_stream_falls_back_before_first_byte(
     assert text == "one two three four five"
 
 
-def test_stream_dropped_midway_is_not_retried(
-    gateway_factory: Any, upstreams: tuple[Upstream, Upstream]
-) -> None:
+def test_stream_dropped_midway_is_not_retried(gateway_factory: Any, upstreams: tuple[Upstream, Upstream]) -> None:
     a, b = upstreams
     gw = gateway_factory(
         {

@@ -16,9 +16,7 @@ from tests.conftest import ADMIN_KEY, Upstream, openai_alias
 MESSAGES = [{"role": "user", "content": "hi"}]
 
 
-def test_records_flushed_on_graceful_shutdown(
-    gateway_factory: Any, upstreams: tuple[Upstream, Upstream]
-) -> None:
+def test_records_flushed_on_graceful_shutdown(gateway_factory: Any, upstreams: tuple[Upstream, Upstream]) -> None:
     a, _ = upstreams
     # A long flush interval: only the shutdown flush can write these.
     gw = gateway_factory(
@@ -55,9 +53,7 @@ def test_records_flushed_on_graceful_shutdown(
 def test_requests_tail_cli(gateway_factory: Any, upstreams: tuple[Upstream, Upstream]) -> None:
     a, _ = upstreams
     gw = gateway_factory({"models": [openai_alias("m", a, "ok")]})
-    openai.OpenAI(base_url=gw.base_url, api_key=ADMIN_KEY).chat.completions.create(
-        model="m", messages=MESSAGES
-    )
+    openai.OpenAI(base_url=gw.base_url, api_key=ADMIN_KEY).chat.completions.create(model="m", messages=MESSAGES)
     gw.stop()
     out = subprocess.run(
         [sys.executable, "-m", "goldenpath", "requests", "tail", "--config", str(gw.config), "-n", "5"],
