@@ -1,6 +1,25 @@
-"""Persistence: SQLite by default or PostgreSQL, and the batched request recorder."""
+"""Persistence: SQLite by default or PostgreSQL (Alembic migrations), and the batched request recorder."""
 
 from goldenpath.store._recorder import RequestRecorder
-from goldenpath.store._store import RequestRecord, Store, StoredKey
+from goldenpath.store._store import (
+    BudgetPeriod,
+    RequestRecord,
+    Store,
+    StoredKey,
+    StoreError,
+    Tenant,
+    UsageRow,
+    normalize_url,
+)
 
-__all__ = ["RequestRecord", "RequestRecorder", "Store", "StoredKey"]
+__all__ = [
+    "BudgetPeriod",
+    "RequestRecord",
+    "RequestRecorder",
+    "Store",
+    "StoreError",
+    "StoredKey",
+    "Tenant",
+    "UsageRow",
+    "normalize_url",
+]
