@@ -12,12 +12,15 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from goldenpath.config import Settings
+from goldenpath.gateway._admin import AdminAPI
 from goldenpath.gateway._errors import APIError, invalid_request
+from goldenpath.gateway._governance import Governance, cost_usd
 from goldenpath.gateway._validation import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -46,7 +49,16 @@ from goldenpath.routing import (
 )
 from goldenpath.store import RequestRecord, RequestRecorder, Store
 from goldenpath.telemetry import GatewayMetrics
-from goldenpath.tenancy import KeyRing, Principal, load_server_secret
+from goldenpath.tenancy import (
+    Admission,
+    Governor,
+    KeyRing,
+    MemoryGovernor,
+    Principal,
+    RedisGovernor,
+    load_server_secret,
+    utc_day,
+)
 
 log = logging.getLogger("goldenpath.gateway")
 
@@ -62,6 +74,7 @@ _SSE_HEADERS = [
 ]
 _DONE = b"data: [DONE]\n\n"
 _PUBLIC = frozenset({"/healthz", "/readyz"})
+KEY_POLL_INTERVAL_S = 0.25
 _INFERENCE: dict[str, tuple[Operation, Any]] = {
     "/v1/chat/completions": ("chat", ChatCompletionRequest),
     "/v1/completions": ("completions", CompletionRequest),
@@ -71,6 +84,19 @@ _INFERENCE: dict[str, tuple[Operation, Any]] = {
 
 class _ClientGone(Exception):
     """The client disconnected while we were streaming to it."""
+
+
+@dataclass(slots=True, eq=False)
+class _Exchange:
+    """The state of one inference request as it moves through the pipeline."""
+
+    rid: str
+    start: float
+    record: RequestRecord
+    outcome: Outcome
+    headers: list[tuple[bytes, bytes]]
+    admission: Admission | None = None
+    usage: Usage | None = None
 
 
 # A random per-process prefix and a counter: unique across replicas and restarts, no syscall per request.
@@ -103,6 +129,11 @@ class Gateway:
                 name = deployment_name(alias.name, i, dep)
                 self.providers[name] = create_provider(name, dep, settings.data_dir)
         self.router = Router(settings.models, self.providers, settings.routing)
+        self.governor: Governor = MemoryGovernor()
+        self.governance = Governance(settings.models, self.keys, self.governor, self.metrics, self._reservation_ttl())
+        self.admin = AdminAPI(self)
+        self._redis: Any = None
+        self._background: list[asyncio.Task[None]] = []
         self.generated_admin_key: str | None = None
         self._load_errors: dict[str, str] = {}
         self._loading: list[asyncio.Task[None]] = []
@@ -118,6 +149,9 @@ class Gateway:
             }
         )
 
+    def _reservation_ttl(self) -> float:
+        return self.settings.routing.request_timeout_s + 60
+
     # lifecycle
 
     async def startup(self) -> None:
@@ -127,6 +161,17 @@ class Gateway:
         self.keys = KeyRing(self.store, load_server_secret(data_dir, self.env))
         self.generated_admin_key = await asyncio.to_thread(self.keys.ensure_admin_key, data_dir, self.env)
         await asyncio.to_thread(self.keys.refresh)
+        if self.settings.redis_url:
+            import redis.asyncio as aioredis
+
+            self._redis = aioredis.Redis.from_url(self.settings.redis_url)
+            await self._redis.ping()
+            self.governor = RedisGovernor(self._redis)
+        self.governance = Governance(
+            self.settings.models, self.keys, self.governor, self.metrics, self._reservation_ttl()
+        )
+        await self.governance.seed_budgets()
+        self._background.append(asyncio.create_task(self._watch_keys(), name="watch-keys"))
         self.recorder.start()
         # Remote pools open at once; local models load in the background while /readyz says so.
         for name, provider in self.providers.items():
@@ -140,10 +185,23 @@ class Gateway:
             log.error("deployment %s failed to start: %s", name, exc)
             self._load_errors[name] = str(exc)
 
+    async def _watch_keys(self) -> None:
+        """Reload keys and tenants when the store says they changed: revocations reach every replica."""
+        while True:
+            await asyncio.sleep(KEY_POLL_INTERVAL_S)
+            try:
+                if await asyncio.to_thread(self.keys.refresh_if_changed):
+                    self.governance.forget_cached()
+                    await self.governance.seed_budgets()
+            except Exception:
+                log.exception("reloading keys failed; keeping the previous set")
+
     async def shutdown(self) -> None:
-        for task in self._loading:
+        for task in self._loading + self._background:
             task.cancel()
         await self.recorder.close()
+        if self._redis is not None:
+            await self._redis.aclose()
         for provider in self.providers.values():
             await provider.close()
         await asyncio.to_thread(self.store.close)
@@ -190,6 +248,9 @@ class Gateway:
                     )
                 principal = self._authenticate(scope)
                 await self._inference(scope, receive, send, path, principal, rid, start)
+            elif path.startswith("/admin/"):
+                principal = self._authenticate(scope)
+                await self.admin.handle(scope, receive, send, principal, rid)
             elif method != "GET" and method != "HEAD":
                 raise APIError(404, f"Unknown request URL: {method} {path}.", code="unknown_url")
             elif path in _PUBLIC:
@@ -294,9 +355,11 @@ class Gateway:
             ) from None
         validate(schema, body)
         model = body["model"]
+        now = time.time()
         record = RequestRecord(
             id=rid,
-            ts=time.time(),
+            ts=now,
+            day=utc_day(now),
             endpoint=op,
             status=200,
             latency_ms=0.0,
@@ -305,20 +368,20 @@ class Gateway:
             model=model,
             stream=bool(body.get("stream")),
         )
-        outcome = Outcome()
-        usage: Usage | None = None
+        ex = _Exchange(rid, start, record, Outcome(), [])
         try:
             try:
                 route = self.router.resolve(model, op)
+                ex.admission = self.governance.admission(principal, route.alias, op, body, len(raw), rid)
+                if ex.admission is not None:
+                    ex.headers = await self.governance.admit(ex.admission)
                 deadline = time.monotonic() + self._timeout
                 if record.stream:
-                    usage = await self._stream(send, receive, route, op, body, outcome, deadline, rid, start, record)
+                    await self._stream(send, receive, route, op, body, deadline, ex)
                 else:
-                    response = await self.router.call(route, op, body, outcome, deadline)
-                    usage = response.usage
-                    overhead = time.perf_counter() - start - outcome.upstream_s
-                    record.overhead_ms = overhead * 1000
-                    await _respond(send, 200, response.body, self._headers(rid, outcome, overhead))
+                    response = await self.router.call(route, op, body, ex.outcome, deadline)
+                    ex.usage = response.usage
+                    await _respond(send, 200, response.body, self._headers(ex))
             except UnknownModel as exc:
                 raise APIError(404, str(exc), code="model_not_found", param="model") from None
             except UnsupportedOperation as exc:
@@ -343,20 +406,25 @@ class Gateway:
         except APIError as err:
             record.status = err.status
             record.error_type = err.code or err.type
+            err.headers += ex.headers
             raise
         except _ClientGone:
             record.status = 499
             record.error_type = "client_disconnected"
         finally:
-            self._finish(record, outcome, usage, start)
+            await self._finish(ex)
 
-    def _headers(self, rid: str, outcome: Outcome, overhead_s: float) -> list[tuple[bytes, bytes]]:
+    def _headers(self, ex: _Exchange) -> list[tuple[bytes, bytes]]:
+        """Response headers; also fixes the gateway overhead (everything but the upstream's time) so far."""
+        overhead = time.perf_counter() - ex.start - ex.outcome.upstream_s
+        ex.record.overhead_ms = overhead * 1000
         return [
             _JSON,
-            (b"x-request-id", rid.encode()),
-            (b"x-goldenpath-deployment", outcome.deployment.encode()),
-            (b"x-goldenpath-attempts", str(outcome.attempts).encode()),
-            (b"x-goldenpath-overhead-ms", f"{overhead_s * 1000:.3f}".encode()),
+            (b"x-request-id", ex.rid.encode()),
+            (b"x-goldenpath-deployment", ex.outcome.deployment.encode()),
+            (b"x-goldenpath-attempts", str(ex.outcome.attempts).encode()),
+            (b"x-goldenpath-overhead-ms", f"{overhead * 1000:.3f}".encode()),
+            *ex.headers,
         ]
 
     async def _stream(
@@ -366,20 +434,15 @@ class Gateway:
         route: Any,
         op: Operation,
         body: dict[str, Any],
-        outcome: Outcome,
         deadline: float,
-        rid: str,
-        start: float,
-        record: RequestRecord,
-    ) -> Usage | None:
+        ex: _Exchange,
+    ) -> None:
         options = body.get("stream_options") or {}
         wants_usage = bool(options.get("include_usage"))
         # Always ask for usage upstream (it is what we account by); drop that chunk if the client didn't ask.
         upstream = {**body, "stream_options": {**options, "include_usage": True}}
-        first, events = await self.router.open_stream(route, op, upstream, outcome, deadline)
-        overhead = time.perf_counter() - start - outcome.upstream_s
-        record.overhead_ms = overhead * 1000
-        headers = self._headers(rid, outcome, overhead)
+        first, events = await self.router.open_stream(route, op, upstream, ex.outcome, deadline)
+        headers = self._headers(ex)
         headers[0] = _SSE_HEADERS[0]
         await send({"type": "http.response.start", "status": 200, "headers": headers + _SSE_HEADERS[1:]})
         task = asyncio.current_task()
@@ -393,7 +456,6 @@ class Gateway:
 
         watcher = asyncio.ensure_future(receive())
         watcher.add_done_callback(on_disconnect)
-        usage: Usage | None = None
         event: bytes | None = first
         try:
             while event is not None:
@@ -401,7 +463,7 @@ class Gateway:
                     parsed = orjson.loads(event)
                     found = usage_from(parsed)
                     if found is not None:
-                        usage = found
+                        ex.usage = found
                         if not wants_usage and not parsed.get("choices"):
                             event = await anext(events, None)
                             continue
@@ -417,17 +479,25 @@ class Gateway:
             raise _ClientGone() from None
         except ProviderError as exc:
             # Bytes already reached the client: no retry. End the stream with an OpenAI-style error event.
-            record.status = 502
-            record.error_type = exc.code
+            ex.record.status = 502
+            ex.record.error_type = exc.code
             err = APIError(502, exc.message, code=exc.code)
             await send({"type": "http.response.body", "body": b"data: " + err.body() + b"\n\n", "more_body": False})
         finally:
             watcher.remove_done_callback(on_disconnect)
             watcher.cancel()
-        return usage
 
-    def _finish(self, record: RequestRecord, outcome: Outcome, usage: Usage | None, start: float) -> None:
-        elapsed = time.perf_counter() - start
+    async def _finish(self, ex: _Exchange) -> None:
+        """Charge, record and count one request; runs after the response is sent."""
+        record, outcome, usage = ex.record, ex.outcome, ex.usage
+        if outcome.deployment and usage is not None:
+            record.cost_usd = cost_usd(self.router.deployments[outcome.deployment].config, usage)
+        if ex.admission is not None:
+            try:
+                await self.governance.settle(ex.admission, usage, record.cost_usd)
+            except Exception:  # the record below still carries the charge; budgets re-seed from it
+                log.exception("settling request %s with the governor failed", ex.rid)
+        elapsed = time.perf_counter() - ex.start
         record.latency_ms = elapsed * 1000
         record.deployment = outcome.deployment or None
         record.attempts = outcome.attempts

@@ -111,7 +111,7 @@ def _param(loc: tuple[int | str, ...]) -> str:
     return out
 
 
-def validate(schema: type[_Open], body: Any) -> None:
+def validate(schema: type[BaseModel], body: Any) -> None:
     """Raise a 400 naming the first offending parameter."""
     if not isinstance(body, dict):
         raise invalid_request("The request body must be a JSON object.", code="invalid_json")

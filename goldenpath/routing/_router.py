@@ -105,6 +105,7 @@ class Router:
                 for i, d in enumerate(alias.deployments)
             ]
             self.routes[alias.name] = Route(alias.name, alias.strategy, states)
+        self.deployments = {d.name: d for r in self.routes.values() for d in r.deployments}
 
     def resolve(self, model: Any, op: Operation) -> Route:
         route = self.routes.get(model) if isinstance(model, str) else None

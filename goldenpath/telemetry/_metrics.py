@@ -49,6 +49,11 @@ class GatewayMetrics:
             ["deployment"],
             registry=r,
         )
+        self.limited = Counter("goldenpath_limited", "Requests refused by a limit or budget", ["reason"], registry=r)
+        self.budget_alerts = Counter(
+            "goldenpath_budget_alerts", "Budgets that went over their limit", ["scope"], registry=r
+        )
+        self.cache = Counter("goldenpath_cache", "Cache lookups", ["result"], registry=r)
         self.records_dropped = Gauge(
             "goldenpath_records_dropped", "Request records dropped while the store was failing", registry=r
         )

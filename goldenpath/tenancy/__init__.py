@@ -1,5 +1,15 @@
 """Tenancy: tenants, principals and API keys (hashed at rest), limits and budgets."""
 
+from goldenpath.tenancy._admin import (
+    KeySpec,
+    TenantSpec,
+    create_key,
+    create_tenant,
+    key_view,
+    parse_duration,
+    tenant_view,
+    usage_view,
+)
 from goldenpath.tenancy._governor import Admission, Decision, Governor, MemoryGovernor, RedisGovernor
 from goldenpath.tenancy._keys import (
     ADMIN_KEY_ID,
@@ -22,13 +32,21 @@ __all__ = [
     "Decision",
     "Governor",
     "KeyRing",
+    "KeySpec",
     "MemoryGovernor",
     "NewKey",
     "Principal",
     "RedisGovernor",
+    "TenantSpec",
+    "create_key",
+    "create_tenant",
     "generate_key",
+    "key_view",
     "load_server_secret",
+    "parse_duration",
     "period_bounds",
     "principal_for",
+    "tenant_view",
+    "usage_view",
     "utc_day",
 ]

@@ -103,7 +103,7 @@ class _Log:
         for expires_at, amount, _ in self.entries:
             freed += amount
             if freed >= need:
-                return max(0.0, expires_at - now)
+                return max(0.0, float(expires_at) - now)
         return WINDOW_S
 
     def reset_in(self, now: float) -> float:
