@@ -6,6 +6,7 @@ import datetime as dt
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -111,3 +112,247 @@ def requests_tail(config: Path | None, lines: int, follow: bool) -> None:
             _print_record(r)
             last = r.ts
         sys.stdout.flush()
+
+
+# administration: these act on the configured store directly, with or without a running gateway
+
+
+def _ring(config: Path | None) -> Any:
+    import os
+
+    from goldenpath.store import Store
+    from goldenpath.tenancy import DEFAULT_TENANT, KeyRing, load_server_secret
+
+    settings = _settings(config)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(settings.database_url)
+    store.migrate()
+    store.ensure_tenant(DEFAULT_TENANT, time.time())
+    return settings, KeyRing(store, load_server_secret(settings.data_dir, dict(os.environ)))
+
+
+_config_option = click.option("--config", "config", type=click.Path(path_type=Path), help="YAML config file.")
+
+
+def _fail(exc: Exception) -> click.ClickException:
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        option = "--" + str(first["loc"][0]).replace("_", "-") if first["loc"] else "input"
+        return click.ClickException(f"{option}: {first['msg'].removeprefix('Value error, ')}")
+    return click.ClickException(str(exc))
+
+
+@main.group()
+def tenants() -> None:
+    """Create and list tenants."""
+
+
+@tenants.command("create")
+@click.argument("name")
+@click.option("--rpm", type=int, help="Requests per minute for the whole tenant.")
+@click.option("--tpm", type=int, help="Tokens per minute for the whole tenant.")
+@click.option("--budget-usd", type=float, help="Spend limit per period.")
+@click.option("--budget-period", type=click.Choice(["day", "week", "month"]), default="month", show_default=True)
+@click.option("--soft-budget", is_flag=True, help="Alert when the budget is spent instead of refusing.")
+@_config_option
+def tenants_create(
+    name: str,
+    rpm: int | None,
+    tpm: int | None,
+    budget_usd: float | None,
+    budget_period: str,
+    soft_budget: bool,
+    config: Path | None,
+) -> None:
+    """Create a tenant."""
+    from pydantic import ValidationError
+
+    from goldenpath.store import StoreError
+    from goldenpath.tenancy import TenantSpec, create_tenant
+
+    _, ring = _ring(config)
+    try:
+        spec = TenantSpec(
+            name=name,
+            rpm=rpm,
+            tpm=tpm,
+            budget_usd=budget_usd,
+            budget_period=budget_period,  # type: ignore[arg-type]
+            budget_hard=not soft_budget,
+        )
+        create_tenant(ring.store, spec)
+    except (ValidationError, StoreError) as exc:
+        raise _fail(exc) from None
+    click.echo(f"created tenant {name}")
+
+
+@tenants.command("list")
+@_config_option
+def tenants_list(config: Path | None) -> None:
+    """List tenants."""
+    _, ring = _ring(config)
+    click.echo(f"{'TENANT':<24} {'RPM':>7} {'TPM':>9} {'BUDGET':>12}")
+    for t in ring.store.list_tenants():
+        budget = f"${t.budget_usd:g}/{t.budget_period}{'' if t.budget_hard else ' soft'}" if t.budget_usd else "-"
+        click.echo(f"{t.name:<24} {t.rpm or '-':>7} {t.tpm or '-':>9} {budget:>12}")
+
+
+@main.group()
+def keys() -> None:
+    """Create, list, rotate and revoke API keys."""
+
+
+@keys.command("create")
+@click.option("--tenant", required=True)
+@click.option("--name", required=True, help="The service account or user the key is for.")
+@click.option("--models", help="Comma-separated aliases the key may call (default: all).")
+@click.option("--rpm", type=int)
+@click.option("--tpm", type=int)
+@click.option("--budget-usd", type=float)
+@click.option("--budget-period", type=click.Choice(["day", "week", "month"]), default="month", show_default=True)
+@click.option("--soft-budget", is_flag=True, help="Alert when the budget is spent instead of refusing.")
+@click.option("--expires-in", help="e.g. 90d, 12h (default: never).")
+@click.option("--admin", is_flag=True, help="May call the /admin API.")
+@_config_option
+def keys_create(
+    tenant: str,
+    name: str,
+    models: str | None,
+    rpm: int | None,
+    tpm: int | None,
+    budget_usd: float | None,
+    budget_period: str,
+    soft_budget: bool,
+    expires_in: str | None,
+    admin: bool,
+    config: Path | None,
+) -> None:
+    """Create a key; the key itself is printed once, alone on the last line."""
+    from pydantic import ValidationError
+
+    from goldenpath.store import StoreError
+    from goldenpath.tenancy import KeySpec, create_key
+
+    settings, ring = _ring(config)
+    try:
+        spec = KeySpec(
+            tenant=tenant,
+            name=name,
+            models=[m.strip() for m in models.split(",") if m.strip()] if models else None,
+            rpm=rpm,
+            tpm=tpm,
+            budget_usd=budget_usd,
+            budget_period=budget_period,  # type: ignore[arg-type]
+            budget_hard=not soft_budget,
+            expires_in=expires_in,
+            admin=admin,
+        )
+        new = create_key(ring, spec, {m.name for m in settings.models})
+    except (ValidationError, StoreError, ValueError) as exc:
+        raise _fail(exc) from None
+    click.echo(
+        f"created key {new.record.id} ({new.record.prefix}…) for {name} in tenant {tenant}; "
+        "store it now, it is not shown again:",
+        err=True,
+    )
+    click.echo(new.key)
+
+
+@keys.command("list")
+@click.option("--tenant")
+@click.option("--all", "include_revoked", is_flag=True, help="Include revoked keys.")
+@_config_option
+def keys_list(tenant: str | None, include_revoked: bool, config: Path | None) -> None:
+    """List keys (by prefix; keys themselves are never stored)."""
+    import datetime as dt
+
+    _, ring = _ring(config)
+    click.echo(
+        f"{'ID':<21} {'PREFIX':<9} {'TENANT':<14} {'NAME':<16} {'MODELS':<28} {'RPM':>6} {'TPM':>8} "
+        f"{'BUDGET':>14} {'EXPIRES':<10} STATE"
+    )
+    for k in ring.store.list_keys(tenant, include_revoked=include_revoked):
+        budget = f"${k.budget_usd:g}/{k.budget_period}" if k.budget_usd else "-"
+        expires = dt.datetime.fromtimestamp(k.expires_at, dt.UTC).date().isoformat() if k.expires_at else "never"
+        state = "revoked" if k.revoked_at else ("admin" if k.is_admin else "active")
+        click.echo(
+            f"{k.id:<21} {k.prefix:<9} {k.tenant:<14} {k.name:<16} {','.join(k.models or ['*']):<28} "
+            f"{k.rpm or '-':>6} {k.tpm or '-':>8} {budget:>14} {expires:<10} {state}"
+        )
+
+
+@keys.command("rotate")
+@click.argument("key_id")
+@_config_option
+def keys_rotate(key_id: str, config: Path | None) -> None:
+    """Give a key a new secret; the old one stops working at once. Prints the new key on the last line."""
+    from goldenpath.store import StoreError
+
+    _, ring = _ring(config)
+    try:
+        new = ring.rotate_key(key_id)
+    except StoreError as exc:
+        raise _fail(exc) from None
+    click.echo(f"rotated {key_id}; the new key is shown once:", err=True)
+    click.echo(new.key)
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@_config_option
+def keys_revoke(key_id: str, config: Path | None) -> None:
+    """Revoke a key; every gateway replica refuses it within a second."""
+    from goldenpath.store import StoreError
+
+    _, ring = _ring(config)
+    try:
+        ring.revoke_key(key_id)
+    except StoreError as exc:
+        raise _fail(exc) from None
+    click.echo(f"revoked {key_id}")
+
+
+@main.command()
+@click.option("--tenant")
+@click.option("--by", default="model,day", show_default=True, help="Group by: model, day, key, tenant, deployment.")
+@click.option("--since", help="ISO date or Unix time.")
+@click.option("--until", help="ISO date or Unix time.")
+@click.option("--json", "as_json", is_flag=True)
+@_config_option
+def usage(
+    tenant: str | None, by: str, since: str | None, until: str | None, as_json: bool, config: Path | None
+) -> None:
+    """Requests, tokens, cost and cost per successful request."""
+    import json
+
+    from goldenpath.gateway._admin import parse_time
+    from goldenpath.gateway._errors import APIError
+    from goldenpath.store import StoreError
+    from goldenpath.tenancy import usage_view
+
+    _, ring = _ring(config)
+    groups = [b.strip() for b in by.split(",") if b.strip()]
+    try:
+        rows = ring.store.usage(
+            tenant=tenant,
+            by=groups,
+            since_ts=parse_time(since, "since") if since else None,
+            until_ts=parse_time(until, "until") if until else None,
+        )
+    except (StoreError, APIError) as exc:
+        raise _fail(exc) from None
+    data = usage_view(rows)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    head = "".join(f"{g.upper():<26}" for g in groups)
+    click.echo(f"{head}{'REQUESTS':>9} {'OK':>8} {'IN TOKENS':>11} {'OUT TOKENS':>11} {'COST USD':>12} {'USD/OK':>12}")
+    for row in data:
+        cells = "".join(f"{row[g]:<26}" for g in groups)
+        per = "-" if row["cost_per_success_usd"] is None else f"{row['cost_per_success_usd']:.6f}"
+        click.echo(
+            f"{cells}{row['requests']:>9} {row['succeeded']:>8} {row['prompt_tokens']:>11} "
+            f"{row['completion_tokens']:>11} {row['cost_usd']:>12.6f} {per:>12}"
+        )
