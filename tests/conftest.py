@@ -137,3 +137,26 @@ def openai_alias(name: str, upstream: Upstream, model: str, **extra: object) -> 
         "name": name,
         "deployments": [{"provider": "openai", "base_url": upstream.url, "model": model, **extra}],
     }
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database on the machine's server, dropped afterwards."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    name = "gp_test_" + uuid.uuid4().hex[:10]
+    admin = sa.create_engine("postgresql+psycopg://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.dispose()
+
+
+def redis_prefix() -> str:
+    import uuid
+
+    return "gptest-" + uuid.uuid4().hex[:10]

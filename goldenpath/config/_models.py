@@ -153,6 +153,7 @@ class Settings(_Strict):
     redis_url: str | None = Field(
         default=None, description="Redis for limits, budgets and cache shared by replicas; in-process if unset."
     )
+    redis_prefix: str = Field(default="gp", pattern=r"^[A-Za-z0-9_.-]+$", description="Namespace of our Redis keys.")
     cache: CacheConfig = Field(default_factory=CacheConfig)
     models: list[ModelAlias] = Field(default_factory=_default_models)
 

@@ -166,7 +166,7 @@ class Gateway:
 
             self._redis = aioredis.Redis.from_url(self.settings.redis_url)
             await self._redis.ping()
-            self.governor = RedisGovernor(self._redis)
+            self.governor = RedisGovernor(self._redis, prefix=self.settings.redis_prefix)
         self.governance = Governance(
             self.settings.models, self.keys, self.governor, self.metrics, self._reservation_ttl()
         )
