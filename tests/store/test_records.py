@@ -87,7 +87,9 @@ def test_records_survive_a_failing_store_write(tmp_path: Any) -> None:
     async def run() -> None:
         rec = RequestRecorder(store, flush_interval_s=60, batch_size=1000, buffer_max=1000)
         for i in range(5):
-            rec.add(RequestRecord(id=f"r{i}", ts=float(i), day="1970-01-01", endpoint="chat", status=200, latency_ms=1.0))
+            rec.add(
+                RequestRecord(id=f"r{i}", ts=float(i), day="1970-01-01", endpoint="chat", status=200, latency_ms=1.0)
+            )
         await rec.flush()  # fails, keeps them
         broken["on"] = False
         rec.add(RequestRecord(id="r5", ts=5.0, day="1970-01-01", endpoint="chat", status=200, latency_ms=1.0))

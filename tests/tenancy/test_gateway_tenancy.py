@@ -245,13 +245,12 @@ def test_cli_keys_create_prints_the_key_last(embedded: RunningGateway) -> None:
     env = {"GOLDENPATH_HOME": str(embedded.home), "PATH": "/usr/bin"}
     cfg = ["--config", str(embedded.config)]
     tenant = unique("acme")
-    run = lambda *a: subprocess.run(
-        [sys.executable, "-m", "goldenpath", *a, *cfg],
-        capture_output=True,  # noqa: E731
-        text=True,
-        timeout=60,
-        env=env,
-    )
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "goldenpath", *args, *cfg], capture_output=True, text=True, timeout=60, env=env
+        )
+
     assert run("tenants", "create", tenant).returncode == 0
     out = run(
         "keys",
@@ -345,7 +344,7 @@ def test_revoked_key_refused_by_every_replica_within_one_second(replicas: list[R
 
 
 def test_budget_shared_across_replicas(replicas: list[RunningGateway]) -> None:
-    key, key_id = new_key(replicas[0], new_tenant(replicas[0]), budget_usd=0.1)
+    key, _ = new_key(replicas[0], new_tenant(replicas[0]), budget_usd=0.1)
     time.sleep(0.6)
     statuses = [chat(replicas[i % 2], key, max_tokens=10).status_code for i in range(8)]
     assert statuses.count(200) == 4 and statuses[4:] == [429] * 4  # see priced(): $0.017 each, $0.045 reserved
