@@ -116,3 +116,8 @@ def test_unset_api_key_env_is_reported_at_start(tmp_path: Path) -> None:
     )
     assert out.returncode != 0
     assert "GP_TEST_UNSET_KEY (api_key_env) is not set" in out.stderr
+
+
+@pytest.mark.parametrize("example", sorted((Path(__file__).parents[2] / "examples").glob("*.yaml")))
+def test_examples_are_valid(example: Path) -> None:
+    load_settings(example, env={})
