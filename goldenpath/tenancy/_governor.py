@@ -1,22 +1,25 @@
 """Rate limits and budgets, decided in one atomic step per request.
 
-Limits are sliding-window logs: a request (or its tokens) counts for exactly ``window`` seconds after
-it was admitted, so no trailing window ever holds more than the limit — across any number of gateway
-replicas when they share Redis, where one Lua script checks and records every scope atomically.
-Budgets reserve the request's largest possible cost before the call and settle the actual cost after;
-a reservation expires with the request deadline if its gateway dies. The in-process governor
-implements the same semantics for a single gateway.
+Limits count in one-second buckets over a sliding window: a request is admitted only if the buckets
+of the last ``WINDOW_S`` seconds *plus the current one* leave room, so no trailing window of
+``WINDOW_S`` seconds ever holds more than the limit (the rule errs by under one second on the side
+of refusing). Memory per scope is bounded by the number of buckets, whatever the traffic. With Redis
+every replica shares the counters, and one Lua script checks and records every scope atomically.
+Budgets reserve the request's largest possible cost before the call and settle the actual cost
+after; a reservation lapses with the request deadline if its gateway dies. The in-process governor
+implements the same rules for a single gateway.
 """
 
 from __future__ import annotations
 
 import abc
+import math
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-WINDOW_S = 60.0
+WINDOW_S = 60
+BUCKET_S = 1.0
 
 
 @dataclass(slots=True)
@@ -30,10 +33,11 @@ class Admission:
     budgets: list[tuple[str, int, bool]] = field(default_factory=list)  # (scope-with-period, limit µUSD, hard)
     reserve_micro: int = 0
     reservation_ttl_s: float = 300.0
+    bucket: int = -1  # set by admit(): where the counts went, so settle() can correct them
 
     @property
-    def empty(self) -> bool:
-        return not (self.rpm or self.tpm or self.budgets)
+    def reservation_buckets(self) -> int:
+        return math.ceil(self.reservation_ttl_s / BUCKET_S)
 
 
 @dataclass(slots=True)
@@ -68,121 +72,143 @@ class Governor(abc.ABC):
         pass
 
 
-class _Log:
-    """Entries ``[expires_at, amount, id]`` in expiry order, with their running total."""
+class _Buckets:
+    """Amounts per bucket number over the last ``span`` buckets plus the current one, with their total."""
 
-    __slots__ = ("by_id", "entries", "total")
+    __slots__ = ("amounts", "oldest", "span", "total")
 
-    def __init__(self) -> None:
-        self.entries: deque[list[Any]] = deque()
-        self.by_id: dict[str, list[Any]] = {}
+    def __init__(self, span: int) -> None:
+        self.span = span
+        self.amounts: dict[int, int] = {}
         self.total = 0
+        self.oldest = 0
 
-    def prune(self, now: float) -> None:
-        entries = self.entries
-        while entries and entries[0][0] <= now:
-            expired = entries.popleft()
-            self.total -= expired[1]
-            self.by_id.pop(expired[2], None)
+    def prune(self, bucket: int) -> None:
+        cutoff = bucket - self.span
+        if cutoff <= self.oldest:
+            return
+        if cutoff - self.oldest > self.span:
+            self.amounts.clear()
+            self.total = 0
+        else:
+            for j in range(self.oldest, cutoff):
+                self.total -= self.amounts.pop(j, 0)
+        self.oldest = cutoff
 
-    def add(self, expires_at: float, amount: int, rid: str) -> None:
-        entry = [expires_at, amount, rid]
-        self.entries.append(entry)
-        self.by_id[rid] = entry
+    def add(self, bucket: int, amount: int) -> None:
+        if not self.amounts:
+            self.oldest = bucket - self.span
+        self.amounts[bucket] = self.amounts.get(bucket, 0) + amount
         self.total += amount
 
-    def set_amount(self, rid: str, amount: int) -> None:
-        entry = self.by_id.get(rid)
-        if entry is not None:
-            self.total += amount - entry[1]
-            entry[1] = amount
+    def correct(self, bucket: int, delta: int) -> None:
+        if bucket in self.amounts:
+            self.amounts[bucket] += delta
+            self.total += delta
+
+    def leaves_at(self, j: int) -> float:
+        """When bucket ``j`` drops out of the window (Unix time)."""
+        return (j + self.span + 1) * BUCKET_S
 
     def wait_for(self, need: int, now: float) -> float:
-        """Seconds until ``need`` units have expired."""
         freed = 0
-        for expires_at, amount, _ in self.entries:
-            freed += amount
+        for j in sorted(self.amounts):
+            freed += self.amounts[j]
             if freed >= need:
-                return max(0.0, float(expires_at) - now)
-        return WINDOW_S
+                return max(0.0, self.leaves_at(j) - now)
+        return self.span * BUCKET_S
 
     def reset_in(self, now: float) -> float:
-        return max(0.0, self.entries[0][0] - now) if self.entries else 0.0
+        live = [j for j, v in self.amounts.items() if v]
+        return max(0.0, self.leaves_at(min(live)) - now) if live else 0.0
 
 
 class MemoryGovernor(Governor):
-    """One gateway process: exact, no I/O. State is lost on restart except budgets, re-seeded from the log."""
+    """One gateway process: exact, no I/O. Limits restart empty after a restart; budgets are re-seeded
+    from the request log."""
 
     def __init__(self, clock: Any = time.time) -> None:
         self._clock = clock
-        self._logs: dict[str, _Log] = {}
+        self._counters: dict[str, _Buckets] = {}
         self._spent: dict[str, int] = {}
 
-    def _log(self, scope: str) -> _Log:
-        log = self._logs.get(scope)
-        if log is None:
-            log = self._logs[scope] = _Log()
-        return log
+    def _buckets(self, scope: str, span: int, bucket: int) -> _Buckets:
+        b = self._counters.get(scope)
+        if b is None:
+            b = self._counters[scope] = _Buckets(span)
+        b.prune(bucket)
+        return b
 
     async def admit(self, a: Admission) -> Decision:
         now = self._clock()
+        bucket = int(now // BUCKET_S)
         d = Decision(allowed=True)
-        for scope, limit in a.rpm:
-            log = self._log("r:" + scope)
-            log.prune(now)
-            remaining = limit - log.total - 1
+        rpm = [(scope, limit, self._buckets("r:" + scope, WINDOW_S, bucket)) for scope, limit in a.rpm]
+        tightest_r: _Buckets | None = None
+        for scope, limit, b in rpm:
+            remaining = limit - b.total - 1
             if remaining < 0:
                 return Decision(
                     False,
                     "rpm",
                     scope,
-                    log.wait_for(-remaining, now),
+                    b.wait_for(-remaining, now),
                     limit_requests=limit,
                     remaining_requests=0,
-                    reset_requests_s=log.reset_in(now),
+                    reset_requests_s=b.reset_in(now),
                 )
             if d.remaining_requests is None or remaining < d.remaining_requests:
-                d.limit_requests, d.remaining_requests, d.reset_requests_s = limit, remaining, log.reset_in(now)
-        for scope, limit in a.tpm:
-            log = self._log("t:" + scope)
-            log.prune(now)
-            remaining = limit - log.total - a.tokens
+                d.limit_requests, d.remaining_requests, tightest_r = limit, remaining, b
+        tpm = [(scope, limit, self._buckets("t:" + scope, WINDOW_S, bucket)) for scope, limit in a.tpm]
+        tightest_t: _Buckets | None = None
+        for scope, limit, b in tpm:
+            remaining = limit - b.total - a.tokens
             if remaining < 0:
-                retry = None if a.tokens > limit else log.wait_for(-remaining, now)
+                retry = None if a.tokens > limit else b.wait_for(-remaining, now)
                 return Decision(
                     False,
                     "tpm",
                     scope,
                     retry,
                     limit_tokens=limit,
-                    remaining_tokens=max(0, limit - log.total),
-                    reset_tokens_s=log.reset_in(now),
+                    remaining_tokens=max(0, limit - b.total),
+                    reset_tokens_s=b.reset_in(now),
                 )
             if d.remaining_tokens is None or remaining < d.remaining_tokens:
-                d.limit_tokens, d.remaining_tokens, d.reset_tokens_s = limit, remaining, log.reset_in(now)
-        for scope, limit, hard in a.budgets:
-            log = self._log("b:" + scope)
-            log.prune(now)
+                d.limit_tokens, d.remaining_tokens, tightest_t = limit, remaining, b
+        budgets = [
+            (scope, limit, hard, self._buckets("b:" + scope, a.reservation_buckets, bucket))
+            for scope, limit, hard in a.budgets
+        ]
+        for scope, limit, hard, b in budgets:
             spent = self._spent.get(scope, 0)
-            if hard and spent + log.total + a.reserve_micro > limit:
+            if hard and spent + b.total + a.reserve_micro > limit:
                 return Decision(False, "budget", scope, None)
             if spent >= limit:
                 d.budget_exceeded.append(scope)
-        expires = now + WINDOW_S
-        for scope, _ in a.rpm:
-            self._logs["r:" + scope].add(expires, 1, a.request_id)
-        for scope, _ in a.tpm:
-            self._logs["t:" + scope].add(expires, a.tokens, a.request_id)
-        for scope, _, _ in a.budgets:
-            self._logs["b:" + scope].add(now + a.reservation_ttl_s, a.reserve_micro, a.request_id)
+        for _, _, b in rpm:
+            b.add(bucket, 1)
+        for _, _, b in tpm:
+            b.add(bucket, a.tokens)
+        for _, _, _, b in budgets:
+            b.add(bucket, a.reserve_micro)
+        a.bucket = bucket
+        if tightest_r is not None:
+            d.reset_requests_s = tightest_r.reset_in(now)
+        if tightest_t is not None:
+            d.reset_tokens_s = tightest_t.reset_in(now)
         return d
 
     async def settle(self, a: Admission, tokens: int, cost_micro: int) -> list[str]:
         for scope, _ in a.tpm:
-            self._log("t:" + scope).set_amount(a.request_id, tokens)
+            counter = self._counters.get("t:" + scope)
+            if counter is not None:
+                counter.correct(a.bucket, tokens - a.tokens)
         over = []
         for scope, limit, _ in a.budgets:
-            self._log("b:" + scope).set_amount(a.request_id, 0)
+            counter = self._counters.get("b:" + scope)
+            if counter is not None:
+                counter.correct(a.bucket, -a.reserve_micro)
             spent = self._spent[scope] = self._spent.get(scope, 0) + cost_micro
             if spent >= limit:
                 over.append(scope)
@@ -192,125 +218,134 @@ class MemoryGovernor(Governor):
         self._spent.setdefault(scope, spent_micro)
 
 
-# KEYS: rpm zsets | tpm zsets | tpm hashes | budget zsets | budget hashes | budget spent strings
-# ARGV: id, window_ms, n_rpm, n_tpm, n_budget, tokens, reserve, reservation_ttl_ms, budget_ttl_s,
-#       rpm limits..., tpm limits..., budget limits..., budget hard flags...
-_ADMIT = """
+_LUA_BUCKETS = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local id, win = ARGV[1], tonumber(ARGV[2])
-local nr, nt, nb = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local tokens, reserve, rttl, bttl = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
-local a = 10
+local bucket_ms = tonumber(ARGV[1])
+local b = math.floor(now / bucket_ms)
 
-local function prune(z, h)
-  local expired = redis.call('ZRANGEBYSCORE', z, '-inf', now)
-  if #expired == 0 then return end
-  if h then
-    local freed = 0
-    for i = 1, #expired, 500 do
-      local part = {unpack(expired, i, math.min(i + 499, #expired))}
-      for _, v in ipairs(redis.call('HMGET', h, unpack(part))) do freed = freed + (tonumber(v) or 0) end
-      redis.call('HDEL', h, unpack(part))
-    end
-    redis.call('HINCRBY', h, '__sum', -freed)
+local function prune(h, span)
+  local cutoff = b - span
+  local o = tonumber(redis.call('HGET', h, '__o') or cutoff)
+  if cutoff <= o then return end
+  if cutoff - o > span then
+    redis.call('DEL', h)
+    return
   end
-  redis.call('ZREMRANGEBYSCORE', z, '-inf', now)
-end
-
-local function reset_in(z)
-  local first = redis.call('ZRANGE', z, 0, 0, 'WITHSCORES')
-  if #first == 0 then return 0 end
-  return math.max(0, tonumber(first[2]) - now)
-end
-
-local function wait_for(z, h, need)
-  local entries = redis.call('ZRANGE', z, 0, -1, 'WITHSCORES')
   local freed = 0
-  for i = 1, #entries, 2 do
-    freed = freed + (h and (tonumber(redis.call('HGET', h, entries[i])) or 0) or 1)
-    if freed >= need then return math.max(0, tonumber(entries[i + 1]) - now) end
+  for j = o, cutoff - 1 do
+    local v = redis.call('HGET', h, tostring(j))
+    if v then
+      freed = freed + tonumber(v)
+      redis.call('HDEL', h, tostring(j))
+    end
   end
-  return win
+  if freed ~= 0 then redis.call('HINCRBY', h, '__t', -freed) end
+  redis.call('HSET', h, '__o', cutoff)
 end
 
-local rl, rr, rs, tl, tr, ts = -1, -1, -1, -1, -1, -1
-for i = 1, nr do
-  local z, lim = KEYS[i], tonumber(ARGV[a + i - 1])
-  prune(z, nil)
-  local rem = lim - redis.call('ZCARD', z) - 1
-  if rem < 0 then return {0, 'rpm', i, wait_for(z, nil, -rem), lim, 0, reset_in(z), -1, -1, -1, ''} end
-  if rr < 0 or rem < rr then rl, rr, rs = lim, rem, reset_in(z) end
+local function total(h) return tonumber(redis.call('HGET', h, '__t') or '0') end
+local function leaves(j, span) return math.max(0, (j + span + 1) * bucket_ms - now) end
+
+local function wait_for(h, span, need)
+  local freed = 0
+  for j = tonumber(redis.call('HGET', h, '__o') or b), b do
+    freed = freed + tonumber(redis.call('HGET', h, tostring(j)) or '0')
+    if freed >= need then return leaves(j, span) end
+  end
+  return span * bucket_ms
 end
+
+local function reset_in(h, span)
+  for j = tonumber(redis.call('HGET', h, '__o') or b), b do
+    if tonumber(redis.call('HGET', h, tostring(j)) or '0') ~= 0 then return leaves(j, span) end
+  end
+  return 0
+end
+
+local function add(h, amount, span)
+  redis.call('HSETNX', h, '__o', b - span)
+  redis.call('HINCRBY', h, tostring(b), amount)
+  redis.call('HINCRBY', h, '__t', amount)
+  redis.call('PEXPIRE', h, (span + 2) * bucket_ms)
+end
+"""
+
+# KEYS: rpm hashes | tpm hashes | budget reservation hashes | budget spent strings
+# ARGV: bucket_ms, id, n_rpm, n_tpm, n_budget, tokens, reserve, window_span, reservation_span, budget_ttl_s,
+#       rpm limits..., tpm limits..., budget limits..., budget hard flags...
+_ADMIT = (
+    _LUA_BUCKETS
+    + """
+local nr, nt, nb = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local tokens, reserve = tonumber(ARGV[6]), tonumber(ARGV[7])
+local wspan, rspan, bttl = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
+local a = 11
+
+local rh, rl, rr = nil, -1, -1
+for i = 1, nr do
+  local h, lim = KEYS[i], tonumber(ARGV[a + i - 1])
+  prune(h, wspan)
+  local rem = lim - total(h) - 1
+  if rem < 0 then return {0, 'rpm', i, wait_for(h, wspan, -rem), lim, 0, reset_in(h, wspan), -1, -1, -1, '', b} end
+  if rr < 0 or rem < rr then rh, rl, rr = h, lim, rem end
+end
+local th, tl, tr = nil, -1, -1
 for j = 1, nt do
-  local z, h, lim = KEYS[nr + j], KEYS[nr + nt + j], tonumber(ARGV[a + nr + j - 1])
-  prune(z, h)
-  local sum = tonumber(redis.call('HGET', h, '__sum') or '0')
+  local h, lim = KEYS[nr + j], tonumber(ARGV[a + nr + j - 1])
+  prune(h, wspan)
+  local sum = total(h)
   local rem = lim - sum - tokens
   if rem < 0 then
     local retry = -1
-    if tokens <= lim then retry = wait_for(z, h, -rem) end
-    return {0, 'tpm', j, retry, rl, rr, rs, lim, math.max(0, lim - sum), reset_in(z), ''}
+    if tokens <= lim then retry = wait_for(h, wspan, -rem) end
+    return {0, 'tpm', j, retry, rl, rr, -1, lim, math.max(0, lim - sum), reset_in(h, wspan), '', b}
   end
-  if tr < 0 or rem < tr then tl, tr, ts = lim, rem, reset_in(z) end
+  if tr < 0 or rem < tr then th, tl, tr = h, lim, rem end
 end
 local over = {}
-for b = 1, nb do
-  local z, h, s = KEYS[nr + 2 * nt + b], KEYS[nr + 2 * nt + nb + b], KEYS[nr + 2 * nt + 2 * nb + b]
-  local lim, hard = tonumber(ARGV[a + nr + nt + b - 1]), ARGV[a + nr + nt + nb + b - 1] == '1'
-  prune(z, h)
+for k = 1, nb do
+  local h, s = KEYS[nr + nt + k], KEYS[nr + nt + nb + k]
+  local lim, hard = tonumber(ARGV[a + nr + nt + k - 1]), ARGV[a + nr + nt + nb + k - 1] == '1'
+  prune(h, rspan)
   local spent = tonumber(redis.call('GET', s) or '0')
-  local reserved = tonumber(redis.call('HGET', h, '__sum') or '0')
-  if hard and spent + reserved + reserve > lim then return {0, 'budget', b, -1, rl, rr, rs, tl, tr, ts, ''} end
-  if spent >= lim then table.insert(over, tostring(b)) end
+  if hard and spent + total(h) + reserve > lim then return {0, 'budget', k, -1, rl, rr, -1, tl, tr, -1, '', b} end
+  if spent >= lim then table.insert(over, tostring(k)) end
 end
-for i = 1, nr do
-  redis.call('ZADD', KEYS[i], now + win, id)
-  redis.call('PEXPIRE', KEYS[i], win + 1000)
+for i = 1, nr do add(KEYS[i], 1, wspan) end
+for j = 1, nt do add(KEYS[nr + j], tokens, wspan) end
+for k = 1, nb do
+  add(KEYS[nr + nt + k], reserve, rspan)
+  redis.call('EXPIRE', KEYS[nr + nt + k], bttl)
 end
-for j = 1, nt do
-  local z, h = KEYS[nr + j], KEYS[nr + nt + j]
-  redis.call('ZADD', z, now + win, id)
-  redis.call('HSET', h, id, tokens)
-  redis.call('HINCRBY', h, '__sum', tokens)
-  redis.call('PEXPIRE', z, win + 1000)
-  redis.call('PEXPIRE', h, win + 1000)
-end
-for b = 1, nb do
-  local z, h = KEYS[nr + 2 * nt + b], KEYS[nr + 2 * nt + nb + b]
-  redis.call('ZADD', z, now + rttl, id)
-  redis.call('HSET', h, id, reserve)
-  redis.call('HINCRBY', h, '__sum', reserve)
-  redis.call('EXPIRE', z, bttl)
-  redis.call('EXPIRE', h, bttl)
-end
-return {1, '', 0, 0, rl, rr, rs, tl, tr, ts, table.concat(over, ',')}
+local rs, ts = -1, -1
+if rh then rs = reset_in(rh, wspan) end
+if th then ts = reset_in(th, wspan) end
+return {1, '', 0, 0, rl, rr, rs, tl, tr, ts, table.concat(over, ','), b}
 """
+)
 
-# KEYS: tpm hashes | budget hashes | budget spent strings
-# ARGV: id, n_tpm, n_budget, tokens, cost, budget_ttl_s, budget limits...
+# KEYS: tpm hashes | budget reservation hashes | budget spent strings
+# ARGV: bucket, n_tpm, n_budget, token correction, reserve, cost, budget_ttl_s, budget limits...
 _SETTLE = """
-local id, nt, nb = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local tokens, cost, bttl = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local bk, nt, nb = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local delta, reserve, cost, bttl = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 for j = 1, nt do
-  local h = KEYS[j]
-  local old = redis.call('HGET', h, id)
-  if old then
-    redis.call('HSET', h, id, tokens)
-    redis.call('HINCRBY', h, '__sum', tokens - tonumber(old))
+  if delta ~= 0 and redis.call('HEXISTS', KEYS[j], bk) == 1 then
+    redis.call('HINCRBY', KEYS[j], bk, delta)
+    redis.call('HINCRBY', KEYS[j], '__t', delta)
   end
 end
 local over = {}
-for b = 1, nb do
-  local h, s = KEYS[nt + b], KEYS[nt + nb + b]
-  local old = redis.call('HGET', h, id)
-  if old then
-    redis.call('HDEL', h, id)
-    redis.call('HINCRBY', h, '__sum', -tonumber(old))
+for k = 1, nb do
+  local h, s = KEYS[nt + k], KEYS[nt + nb + k]
+  if reserve ~= 0 and redis.call('HEXISTS', h, bk) == 1 then
+    redis.call('HINCRBY', h, bk, -reserve)
+    redis.call('HINCRBY', h, '__t', -reserve)
   end
   local spent = redis.call('INCRBY', s, cost)
   redis.call('EXPIRE', s, bttl)
-  if spent >= tonumber(ARGV[6 + b]) then table.insert(over, tostring(b)) end
+  if spent >= tonumber(ARGV[7 + k]) then table.insert(over, tostring(k)) end
 end
 return table.concat(over, ',')
 """
@@ -338,34 +373,24 @@ class RedisGovernor(Governor):
         self._settle = redis.register_script(_SETTLE)
         self._seed = redis.register_script(_SEED)
 
-    def _budget_keys(self, a: Admission) -> tuple[list[str], list[str], list[str]]:
+    def _budget_keys(self, a: Admission) -> tuple[list[str], list[str]]:
         p = self.prefix
-        return (
-            [f"{p}:b:{s}:r" for s, _, _ in a.budgets],
-            [f"{p}:b:{s}:h" for s, _, _ in a.budgets],
-            [f"{p}:b:{s}:s" for s, _, _ in a.budgets],
-        )
+        return [f"{p}:b:{s}:h" for s, _, _ in a.budgets], [f"{p}:b:{s}:s" for s, _, _ in a.budgets]
 
     async def admit(self, a: Admission) -> Decision:
         p = self.prefix
-        bz, bh, bs = self._budget_keys(a)
-        keys = (
-            [f"{p}:r:{s}" for s, _ in a.rpm]
-            + [f"{p}:t:{s}:z" for s, _ in a.tpm]
-            + [f"{p}:t:{s}:h" for s, _ in a.tpm]
-            + bz
-            + bh
-            + bs
-        )
+        bh, bs = self._budget_keys(a)
+        keys = [f"{p}:r:{s}" for s, _ in a.rpm] + [f"{p}:t:{s}" for s, _ in a.tpm] + bh + bs
         args: list[Any] = [
+            int(BUCKET_S * 1000),
             a.request_id,
-            int(WINDOW_S * 1000),
             len(a.rpm),
             len(a.tpm),
             len(a.budgets),
             a.tokens,
             a.reserve_micro,
-            int(a.reservation_ttl_s * 1000),
+            WINDOW_S,
+            a.reservation_buckets,
             self.budget_ttl_s,
         ]
         args += [lim for _, lim in a.rpm] + [lim for _, lim in a.tpm]
@@ -391,16 +416,24 @@ class RedisGovernor(Governor):
             d.scope = scopes[index - 1]
             d.retry_after_s = _ms(out[3])
         else:
+            a.bucket = int(out[11])
             d.budget_exceeded = [a.budgets[int(i) - 1][0] for i in _text(out[10]).split(",") if i]
         return d
 
     async def settle(self, a: Admission, tokens: int, cost_micro: int) -> list[str]:
         if not (a.tpm or a.budgets):
             return []
-        p = self.prefix
-        _, bh, bs = self._budget_keys(a)
-        keys = [f"{p}:t:{s}:h" for s, _ in a.tpm] + bh + bs
-        args: list[Any] = [a.request_id, len(a.tpm), len(a.budgets), tokens, cost_micro, self.budget_ttl_s]
+        bh, bs = self._budget_keys(a)
+        keys = [f"{self.prefix}:t:{s}" for s, _ in a.tpm] + bh + bs
+        args: list[Any] = [
+            a.bucket,
+            len(a.tpm),
+            len(a.budgets),
+            tokens - a.tokens,
+            a.reserve_micro,
+            cost_micro,
+            self.budget_ttl_s,
+        ]
         args += [lim for _, lim, _ in a.budgets]
         out = _text(await self._settle(keys=keys, args=args))
         return [a.budgets[int(i) - 1][0] for i in out.split(",") if i]

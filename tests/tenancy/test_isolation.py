@@ -36,13 +36,24 @@ def test_keys_and_usage_are_isolated(tenants: list[str], data: st.DataObject) ->
         # Traffic: every record belongs to the key's own tenant, whatever the mix.
         expected: dict[str, tuple[int, float]] = {t: (0, 0.0) for t in tenants}
         records = []
-        for i, (cost, which) in enumerate(data.draw(st.lists(
-            st.tuples(st.floats(0, 5, allow_nan=False), st.integers(0, len(keys) - 1)), max_size=30
-        ))):
+        for i, (cost, which) in enumerate(
+            data.draw(st.lists(st.tuples(st.floats(0, 5, allow_nan=False), st.integers(0, len(keys) - 1)), max_size=30))
+        ):
             tenant, new = keys[which]
-            records.append(RequestRecord(id=f"r{i}", ts=time.time(), day="2026-11-25", endpoint="chat", status=200,
-                                         latency_ms=1.0, key_id=new.record.id, tenant=tenant, model="m",
-                                         cost_usd=cost))
+            records.append(
+                RequestRecord(
+                    id=f"r{i}",
+                    ts=time.time(),
+                    day="2026-11-25",
+                    endpoint="chat",
+                    status=200,
+                    latency_ms=1.0,
+                    key_id=new.record.id,
+                    tenant=tenant,
+                    model="m",
+                    cost_usd=cost,
+                )
+            )
             n, c = expected[tenant]
             expected[tenant] = (n + 1, c + cost)
         store.insert_requests(records)
