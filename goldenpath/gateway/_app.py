@@ -200,6 +200,7 @@ class Gateway:
         for task in self._loading + self._background:
             task.cancel()
         await self.recorder.close()
+        await self.governor.close()
         if self._redis is not None:
             await self._redis.aclose()
         for provider in self.providers.values():

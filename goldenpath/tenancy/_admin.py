@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from goldenpath.store import BudgetPeriod, Store, StoredKey, Tenant, UsageRow
 from goldenpath.tenancy._keys import KeyRing, NewKey
 
+MAX_LIMIT = 2**31 - 1  # what the store's integer columns hold
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)?\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, None: 1}
 
@@ -29,8 +30,8 @@ class _Input(BaseModel):
 
 class TenantSpec(_Input):
     name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    rpm: int | None = Field(default=None, ge=1)
-    tpm: int | None = Field(default=None, ge=1)
+    rpm: int | None = Field(default=None, ge=1, le=MAX_LIMIT)
+    tpm: int | None = Field(default=None, ge=1, le=MAX_LIMIT)
     budget_usd: float | None = Field(default=None, gt=0)
     budget_period: BudgetPeriod = "month"
     budget_hard: bool = True
@@ -40,8 +41,8 @@ class KeySpec(_Input):
     tenant: str = Field(min_length=1)
     name: str = Field(min_length=1, max_length=200)
     models: list[str] | None = Field(default=None, description="Aliases this key may call; all if unset.")
-    rpm: int | None = Field(default=None, ge=1)
-    tpm: int | None = Field(default=None, ge=1)
+    rpm: int | None = Field(default=None, ge=1, le=MAX_LIMIT)
+    tpm: int | None = Field(default=None, ge=1, le=MAX_LIMIT)
     budget_usd: float | None = Field(default=None, gt=0)
     budget_period: BudgetPeriod = "month"
     budget_hard: bool = True

@@ -376,8 +376,10 @@ def test_restart_mid_load_loses_nothing(
                     answered.append(r.headers["x-request-id"])
 
             tasks = [asyncio.create_task(one()) for _ in range(300)]
-            await asyncio.sleep(0.3)
-            gw.proc.send_signal(15)  # SIGTERM while requests are in flight
+            deadline = time.monotonic() + 20
+            while len(answered) < 20 and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            gw.proc.send_signal(15)  # SIGTERM while most requests are still in flight
             await asyncio.gather(*tasks)
 
     asyncio.run(load())
