@@ -9,8 +9,11 @@ Semantic layer (chat only, when ``semantic`` is on). A request is split into its
 message but the last user message, tools, model, sampling: all of ``_keys.normalize`` but that text)
 and the last user message's text. The context hash names a partition; within it the text is
 embedded (all-MiniLM-L6-v2, unit vectors) and compared by cosine with the texts answered before; the
-best one at or above ``semantic_threshold`` is a hit. A semantic row points at an exact entry, so it
-shares its TTL and eviction. Texts that the model would truncate (≥ 256 tokens) are never compared.
+best one at or above ``semantic_threshold`` is a hit, unless the two texts are a minimal edit of each
+other (``_keys.conflicting``: same words reordered, or one or two words swapped; the embedding cannot
+tell "dollars to euros" from "euros to dollars"; see ``bench/semantic_cache.py``). A semantic row
+points at an exact entry, so it shares its TTL and eviction. Texts that the model would truncate
+(≥ 256 tokens) are never compared.
 
 In process, partitions are numpy matrices (``_index.VectorIndex``), one matrix product per lookup,
 bounded per tenant by ``max_entries`` rows with the TTL. With Redis, each partition is a Redis
@@ -40,13 +43,20 @@ import numpy as np
 import redis.asyncio
 
 from goldenpath.cache._backends import Backend, MemoryBackend, RedisBackend
-from goldenpath.cache._index import Vector
-from goldenpath.cache._keys import OPERATIONS, complete_answer, deterministic, digest, normalize, semantic_parts
+from goldenpath.cache._index import SemanticRow, Vector
+from goldenpath.cache._keys import (
+    OPERATIONS,
+    complete_answer,
+    conflicting,
+    deterministic,
+    digest,
+    normalize,
+    semantic_parts,
+)
 from goldenpath.config import CacheConfig
 
 log = logging.getLogger("goldenpath.cache")
 
-EMBEDDING_MODEL = "all-minilm-l6-v2"
 _MAX_TOKENS = 256  # the embedder's truncation length: a text this long may differ past what it read
 _MAX_CHARS = 4096  # longer texts are not compared (nearly always ≥ _MAX_TOKENS; skipping only loses hits)
 _VECTOR_MEMO = 1024
@@ -69,10 +79,14 @@ class CacheHit:
 class ResponseCache:
     """Cached answers per tenant, in process or in Redis (shared by replicas); see the module docs.
 
-    ``config`` is the top-level cache section; each call takes the alias's effective one. An
-    ``embedder`` must truncate at 256 tokens (as the built-in one does); without one, the built-in
-    model is loaded on first semantic use, in a thread. The Redis client is borrowed: ``close`` leaves
-    it open.
+    ``config`` is the top-level cache section (its ``semantic_model`` is checked here); each call
+    takes the alias's effective one. An ``embedder`` must truncate at 256 tokens (as the built-in one
+    does); without one, the built-in model is loaded on first semantic use, in a thread. The Redis
+    client is borrowed (``close`` leaves it open); each Redis round trip is bounded by ``timeout_s``.
+
+    Counters for metrics: ``hits_exact``, ``hits_semantic``, ``misses`` (lookups answered None
+    without error), ``stores`` (entries written), ``errors`` (lookups and stores that failed, or were
+    skipped because Redis failed in the last few seconds; those answer None or store nothing).
     """
 
     def __init__(
@@ -84,9 +98,6 @@ class ResponseCache:
         prefix: str = "gp:cache",
         timeout_s: float = 0.5,
     ) -> None:
-        if config.semantic_model != EMBEDDING_MODEL:
-            raise ValueError(f"semantic_model {config.semantic_model!r} is not built in ({EMBEDDING_MODEL})")
-        self.config = config
         self._backend: Backend = MemoryBackend() if redis is None else RedisBackend(redis, prefix, timeout_s)
         self._embedder = embedder
         self._embedder_lock = asyncio.Lock()
@@ -137,7 +148,11 @@ class ResponseCache:
         vector = await self._vector(text)
         if vector is None:
             return None
-        for near, similarity in self._backend.index.nearest(tenant, partition, vector, config.semantic_threshold):
+        for near, near_text, similarity in self._backend.index.nearest(
+            tenant, partition, vector, config.semantic_threshold
+        ):
+            if conflicting(near_text, text):
+                continue
             found = await self._backend.get(tenant, near)
             if found is not None:
                 return CacheHit(found, "semantic", similarity)
@@ -156,7 +171,7 @@ class ResponseCache:
             row = None
             if semantic is not None:
                 vector = await self._vector(semantic[1])
-                row = None if vector is None else (semantic[0], vector)
+                row = None if vector is None else SemanticRow(semantic[0], semantic[1], vector)
             await self._backend.put(tenant, digest(request), response, config.ttl_s, config.max_entries, row)
         except Exception as exc:
             self._failed("store", exc)
@@ -167,9 +182,9 @@ class ResponseCache:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _semantic_parts(self, request: dict[str, Any], config: CacheConfig) -> tuple[str, str] | None:
-        if not config.semantic or config.semantic_model != EMBEDDING_MODEL:
+        if not config.semantic:
             return None
-        parts = semantic_parts(request, EMBEDDING_MODEL)
+        parts = semantic_parts(request, config.semantic_model)
         return None if parts is None or len(parts[1]) > _MAX_CHARS else parts
 
     async def _vector(self, text: str) -> Vector | None:
@@ -198,13 +213,8 @@ class ResponseCache:
         if now < self._log_after:
             self._log_suppressed += 1
             return
-        log.warning(
-            "cache %s failed, answering without the cache: %s: %s (%d similar failures not logged)",
-            what,
-            type(exc).__name__,
-            exc,
-            self._log_suppressed,
-        )
+        unlogged = f" ({self._log_suppressed} more since the last warning)" if self._log_suppressed else ""
+        log.warning("cache %s failed, answering without the cache: %s: %s%s", what, type(exc).__name__, exc, unlogged)
         self._log_after = now + _LOG_INTERVAL_S
         self._log_suppressed = 0
 

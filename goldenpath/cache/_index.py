@@ -4,11 +4,21 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
 Vector = npt.NDArray[np.float32]
+
+
+@dataclass(slots=True, frozen=True)
+class SemanticRow:
+    """What the semantic layer keeps of an entry: its partition, the compared text and its vector."""
+
+    partition: str
+    text: str
+    vector: Vector
 
 
 class EntryStore:
@@ -47,38 +57,43 @@ class EntryStore:
 
 
 class _Partition:
-    """The vectors of one (tenant, context): rows of a matrix, removed by swapping in the last row."""
+    """The rows of one (tenant, context): a matrix of vectors, removed by swapping in the last row."""
 
-    __slots__ = ("keys", "rows", "vectors")
+    __slots__ = ("keys", "rows", "texts", "vectors")
 
     def __init__(self, dimensions: int) -> None:
         self.vectors: Vector = np.empty((8, dimensions), dtype=np.float32)
         self.keys: list[str] = []
+        self.texts: list[str] = []
         self.rows: dict[str, int] = {}
 
-    def add(self, key: str, vector: Vector) -> None:
+    def add(self, key: str, text: str, vector: Vector) -> None:
         row = self.rows.get(key)
         if row is None:
             row = len(self.keys)
             if row == len(self.vectors):
                 self.vectors = np.concatenate([self.vectors, np.empty_like(self.vectors)])
             self.keys.append(key)
+            self.texts.append(text)
             self.rows[key] = row
+        self.texts[row] = text
         self.vectors[row] = vector
 
     def remove(self, key: str) -> None:
         row = self.rows.pop(key)
         last = self.keys.pop()
+        last_text = self.texts.pop()
         if last != key:
             self.keys[row] = last
+            self.texts[row] = last_text
             self.rows[last] = row
             self.vectors[row] = self.vectors[len(self.keys)]
 
-    def nearest(self, vector: Vector, threshold: float, limit: int) -> list[tuple[str, float]]:
+    def nearest(self, vector: Vector, threshold: float, limit: int) -> list[tuple[str, str, float]]:
         sims = self.vectors[: len(self.keys)] @ vector
         above = np.flatnonzero(sims >= threshold)
         best = above[np.argsort(-sims[above], kind="stable")][:limit]
-        return [(self.keys[i], float(sims[i])) for i in best]
+        return [(self.keys[i], self.texts[i], float(sims[i])) for i in best]
 
 
 class VectorIndex:
@@ -94,37 +109,38 @@ class VectorIndex:
     def has_rows(self, tenant: str, partition: str) -> bool:
         return (tenant, partition) in self._partitions
 
-    def add(self, tenant: str, partition: str, key: str, vector: Vector, expires: float, max_rows: int) -> None:
-        """Add or refresh a row."""
+    def add(self, tenant: str, key: str, row: SemanticRow, expires: float, max_rows: int) -> None:
+        """Add or refresh the row of entry ``key``."""
         now = self._clock()
         if expires <= now:
             return
+        partition = row.partition
         part = self._partitions.get((tenant, partition))
         if part is None:
-            part = self._partitions[(tenant, partition)] = _Partition(len(vector))
+            part = self._partitions[(tenant, partition)] = _Partition(len(row.vector))
         order = self._order.setdefault(tenant, OrderedDict())
         order.pop((partition, key), None)
         order[(partition, key)] = expires
-        part.add(key, vector)
+        part.add(key, row.text, row.vector)
         while order and (len(order) > max_rows or next(iter(order.values())) <= now):
             (old_partition, old_key), _ = order.popitem(last=False)
             self._drop(tenant, old_partition, old_key)
 
     def nearest(
         self, tenant: str, partition: str, vector: Vector, threshold: float, limit: int = 3
-    ) -> list[tuple[str, float]]:
-        """Up to ``limit`` live keys with similarity ≥ threshold, best first."""
+    ) -> list[tuple[str, str, float]]:
+        """Up to ``limit`` live (key, text, similarity) with similarity ≥ threshold, best first."""
         part = self._partitions.get((tenant, partition))
         if part is None or not part.keys:
             return []
         order = self._order[tenant]
         now = self._clock()
-        found: list[tuple[str, float]] = []
-        for key, sim in part.nearest(vector, threshold, limit):
+        found: list[tuple[str, str, float]] = []
+        for key, text, sim in part.nearest(vector, threshold, limit):
             if order[(partition, key)] <= now:
                 self.discard(tenant, partition, key)
             else:
-                found.append((key, sim))
+                found.append((key, text, sim))
         return found
 
     def discard(self, tenant: str, partition: str, key: str) -> None:

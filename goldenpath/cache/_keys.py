@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any
 
 import orjson
@@ -78,6 +79,35 @@ def _text(content: Any) -> str | None:
             return None  # images, audio, files: compare those exactly only
         parts.append(part["text"])
     return "\n".join(parts)
+
+
+# Words that carry no question of their own; every other word is a content word.
+_FUNCTION_WORDS_TEXT = """
+a an the is are am was were be been being do does did i me my mine you your yours we us our it its
+this that these those can could would should will shall may might must please there here to of in
+on for at by as and so just s get some any
+"""
+_FUNCTION_WORDS = frozenset(_FUNCTION_WORDS_TEXT.split())
+_WORD = re.compile(r"\w+")
+
+
+def _content_words(text: str) -> list[str]:
+    return [w for w in _WORD.findall(text.lower()) if w not in _FUNCTION_WORDS]
+
+
+def conflicting(stored: str, query: str) -> bool:
+    """Whether two texts close in embedding space are likely different questions.
+
+    Mean-pooled embeddings cannot see word order and weigh one changed word lightly, so their
+    nearest neighbours include minimal edits that change the answer. Two shapes are refused: the
+    same content words in another order ("convert dollars to euros" / "euros to dollars"), and one or
+    two content words replaced by one or two others ("held over a year" / "held under a year").
+    """
+    a, b = _content_words(stored), _content_words(query)
+    only_a, only_b = len(set(a) - set(b)), len(set(b) - set(a))
+    if only_a == only_b == 0:
+        return a != b and sorted(a) == sorted(b)
+    return 1 <= only_a <= 2 and 1 <= only_b <= 2
 
 
 def deterministic(body: dict[str, Any]) -> bool:

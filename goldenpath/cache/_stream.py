@@ -190,10 +190,12 @@ class StreamAssembler:
 
 def _merge_logprobs(seen: Any, new: Any) -> Any:
     """Chat logprobs arrive as ``{"content": [...]}`` slices; text ones as parallel lists. Concatenate."""
-    if seen is None:
+    if not isinstance(seen, dict) or not isinstance(new, dict):
         return new
-    if isinstance(seen, dict) and isinstance(new, dict):
-        return {k: (seen.get(k) or []) + (v or []) if isinstance(v, list) else v for k, v in new.items()} | {
-            k: v for k, v in seen.items() if k not in new
-        }
-    return new
+    merged = dict(seen)
+    for key, value in new.items():
+        if isinstance(value, list):
+            merged[key] = (merged.get(key) or []) + value
+        elif value is not None or key not in merged:
+            merged[key] = value
+    return merged

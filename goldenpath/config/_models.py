@@ -82,11 +82,15 @@ class CacheConfig(_Strict):
 
     enabled: bool = False
     semantic: bool = Field(default=False, description="Also answer close paraphrases (embedding similarity).")
-    semantic_threshold: float = Field(default=0.95, gt=0, le=1, description="Cosine similarity for a hit.")
-    semantic_model: str = Field(default="all-minilm-l6-v2", description="Built-in embedding model to compare with.")
+    semantic_threshold: float = Field(
+        default=0.90, gt=0, le=1, description="Cosine similarity for a hit (see docs/benchmarks.md for the trade-off)."
+    )
+    semantic_model: Literal["all-minilm-l6-v2"] = Field(
+        default="all-minilm-l6-v2", description="Built-in embedding model to compare with."
+    )
     ttl_s: float = Field(default=3600.0, gt=0)
-    max_entries: int = Field(default=10_000, ge=1, description="Per tenant; the oldest go first.")
-    max_entry_bytes: int = Field(default=1_048_576, ge=1024, description="Larger answers are not cached.")
+    max_entries: int = Field(default=2_000, ge=1, description="Per tenant; the oldest go first.")
+    max_entry_bytes: int = Field(default=262_144, ge=1024, description="Larger answers are not cached.")
     deterministic_only: bool = Field(
         default=True, description="Cache only requests with temperature 0 (sampled answers are not reused)."
     )

@@ -17,7 +17,8 @@ from typing import Any
 
 import orjson
 
-from goldenpath.config import Settings
+from goldenpath.cache import CacheHit, ResponseCache, StreamAssembler, completion_to_events
+from goldenpath.config import CacheConfig, Settings
 from goldenpath.gateway._admin import AdminAPI
 from goldenpath.gateway._errors import APIError, invalid_request
 from goldenpath.gateway._governance import Governance, cost_usd
@@ -97,6 +98,7 @@ class _Exchange:
     headers: list[tuple[bytes, bytes]]
     admission: Admission | None = None
     usage: Usage | None = None
+    cache: CacheConfig | None = None  # set when the answer should be written to the cache
 
 
 # A random per-process prefix and a counter: unique across replicas and restarts, no syscall per request.
@@ -132,6 +134,9 @@ class Gateway:
         self.governor: Governor = MemoryGovernor()
         self.governance = Governance(settings.models, self.keys, self.governor, self.metrics, self._reservation_ttl())
         self.admin = AdminAPI(self)
+        self.cache: ResponseCache | None = None
+        self._cache_config = {a.name: a.cache or settings.cache for a in settings.models}
+        self._cache_writes: set[asyncio.Task[None]] = set()
         self._redis: Any = None
         self._background: list[asyncio.Task[None]] = []
         self.generated_admin_key: str | None = None
@@ -171,6 +176,7 @@ class Gateway:
             self.settings.models, self.keys, self.governor, self.metrics, self._reservation_ttl()
         )
         await self.governance.seed_budgets()
+        await self._start_cache()
         self._background.append(asyncio.create_task(self._watch_keys(), name="watch-keys"))
         self.recorder.start()
         # Remote pools open at once; local models load in the background while /readyz says so.
@@ -184,6 +190,22 @@ class Gateway:
         except Exception as exc:
             log.error("deployment %s failed to start: %s", name, exc)
             self._load_errors[name] = str(exc)
+
+    async def _start_cache(self) -> None:
+        enabled = [c for c in self._cache_config.values() if c.enabled]
+        if not enabled:
+            return
+        embedder = None
+        if any(c.semantic for c in enabled):
+            from goldenpath.providers._packaged import minilm_onnx, minilm_tokenizer
+            from goldenpath.providers.onnx_embeddings import OnnxEmbedder
+
+            embedder = await asyncio.to_thread(
+                OnnxEmbedder, minilm_onnx(), minilm_tokenizer(), max_length=256, n_threads=1
+            )
+        self.cache = ResponseCache(
+            self.settings.cache, redis=self._redis, embedder=embedder, prefix=f"{self.settings.redis_prefix}:cache"
+        )
 
     async def _watch_keys(self) -> None:
         """Reload keys and tenants when the store says they changed: revocations reach every replica."""
@@ -199,6 +221,9 @@ class Gateway:
     async def shutdown(self) -> None:
         for task in self._loading + self._background:
             task.cancel()
+        await asyncio.gather(*self._cache_writes, return_exceptions=True)
+        if self.cache is not None:
+            await self.cache.close()
         await self.recorder.close()
         await self.governor.close()
         if self._redis is not None:
@@ -376,6 +401,8 @@ class Gateway:
                 ex.admission = self.governance.admission(principal, route.alias, op, body, len(raw), rid)
                 if ex.admission is not None:
                     ex.headers = await self.governance.admit(ex.admission)
+                if self.cache is not None and await self._from_cache(scope, send, route.alias, op, body, principal, ex):
+                    return
                 deadline = time.monotonic() + self._timeout
                 if record.stream:
                     await self._stream(send, receive, route, op, body, deadline, ex)
@@ -383,6 +410,7 @@ class Gateway:
                     response = await self.router.call(route, op, body, ex.outcome, deadline)
                     ex.usage = response.usage
                     await _respond(send, 200, response.body, self._headers(ex))
+                    self._cache_write(principal.tenant, op, body, response.body, ex)
             except UnknownModel as exc:
                 raise APIError(404, str(exc), code="model_not_found", param="model") from None
             except UnsupportedOperation as exc:
@@ -414,6 +442,61 @@ class Gateway:
             record.error_type = "client_disconnected"
         finally:
             await self._finish(ex)
+
+    async def _from_cache(
+        self,
+        scope: Scope,
+        send: Send,
+        alias: str,
+        op: Operation,
+        body: dict[str, Any],
+        principal: Principal,
+        ex: _Exchange,
+    ) -> bool:
+        """Answer from the cache if we may and can; otherwise note whether to store the answer."""
+        assert self.cache is not None
+        config = self._cache_config[alias]
+        if not (config.enabled and self.cache.cacheable(op, body, config)):
+            return False
+        directive = _cache_control(scope)
+        if directive is not None:
+            ex.headers.append((b"x-goldenpath-cache", b"bypass"))
+            self.metrics.cache.labels("bypass").inc()
+            if directive == "no-cache":
+                ex.cache = config  # fetch a fresh answer, and keep it
+            return False
+        hit = await self.cache.lookup(principal.tenant, op, body, config)
+        if hit is None:
+            ex.headers.append((b"x-goldenpath-cache", b"miss"))
+            self.metrics.cache.labels("miss").inc()
+            ex.cache = config
+            return False
+        self.metrics.cache.labels(f"hit_{hit.kind}").inc()
+        ex.record.cache = hit.kind
+        ex.headers.append((b"x-goldenpath-cache", f"hit-{hit.kind}".encode()))
+        await self._send_hit(send, hit, body, ex)
+        return True
+
+    async def _send_hit(self, send: Send, hit: CacheHit, body: dict[str, Any], ex: _Exchange) -> None:
+        headers = self._headers(ex)
+        if not ex.record.stream:
+            await _respond(send, 200, hit.body, headers)
+            return
+        wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        headers[0] = _SSE_HEADERS[0]
+        await send({"type": "http.response.start", "status": 200, "headers": headers + _SSE_HEADERS[1:]})
+        frames = b"".join(b"data: " + e + b"\n\n" for e in completion_to_events(hit.body, include_usage=wants_usage))
+        await send({"type": "http.response.body", "body": frames + _DONE, "more_body": False})
+
+    def _cache_write(
+        self, tenant: str, op: Operation, body: dict[str, Any], answer: bytes | None, ex: _Exchange
+    ) -> None:
+        """Store an answer after it was sent, in the background (a semantic store embeds the text)."""
+        if ex.cache is None or answer is None or self.cache is None:
+            return
+        task = asyncio.create_task(self.cache.store(tenant, op, body, answer, ex.cache))
+        self._cache_writes.add(task)
+        task.add_done_callback(self._cache_writes.discard)
 
     def _headers(self, ex: _Exchange) -> list[tuple[bytes, bytes]]:
         """Response headers; also fixes the gateway overhead (everything but the upstream's time) so far."""
@@ -457,9 +540,12 @@ class Gateway:
 
         watcher = asyncio.ensure_future(receive())
         watcher.add_done_callback(on_disconnect)
+        assembler = StreamAssembler(max_bytes=ex.cache.max_entry_bytes) if ex.cache is not None else None
         event: bytes | None = first
         try:
             while event is not None:
+                if assembler is not None:
+                    assembler.feed(event)
                 if b'"usage"' in event:
                     parsed = orjson.loads(event)
                     found = usage_from(parsed)
@@ -471,6 +557,8 @@ class Gateway:
                 await send({"type": "http.response.body", "body": b"data: " + event + b"\n\n", "more_body": True})
                 event = await anext(events, None)
             await send({"type": "http.response.body", "body": _DONE, "more_body": False})
+            if assembler is not None:
+                self._cache_write(ex.record.tenant or "", op, body, assembler.result(), ex)
         except asyncio.CancelledError:
             if not gone:
                 raise
@@ -536,6 +624,18 @@ async def _close(events: Any) -> None:
     aclose = getattr(events, "aclose", None)
     if aclose is not None:
         await aclose()
+
+
+def _cache_control(scope: Scope) -> str | None:
+    """``no-store`` (neither read nor write the cache), ``no-cache`` (fetch fresh, then store) or None."""
+    for name, value in scope["headers"]:
+        if name == b"cache-control":
+            directives = {d.strip().split("=")[0] for d in value.decode("latin-1").lower().split(",")}
+            if "no-store" in directives:
+                return "no-store"
+            if "no-cache" in directives:
+                return "no-cache"
+    return None
 
 
 def _too_large(limit: int) -> APIError:
