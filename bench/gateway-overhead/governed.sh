@@ -17,8 +17,8 @@ if [ "$MODE" = scale-out ]; then
   CONFIG=$HOME_DIR/governed.yaml
 fi
 GP=.venv/bin/goldenpath
-$GP tenants create bench --rpm 100000000 --tpm 10000000000 --budget-usd 1000000 --config "$CONFIG"
-KEY=$($GP keys create --tenant bench --name wrk --models fake-model --rpm 100000000 --tpm 10000000000 \
+$GP tenants create bench --rpm 100000000 --tpm 1000000000 --budget-usd 1000000 --config "$CONFIG"
+KEY=$($GP keys create --tenant bench --name wrk --models fake-model --rpm 100000000 --tpm 1000000000 \
       --budget-usd 1000000 --config "$CONFIG" | tail -n 1)
 GATEWAY_CMD="$GP serve --config $CONFIG" GATEWAY_KEY=$KEY bench/gateway-overhead/run_all.sh
 mkdir -p bench/results/governed-$MODE && cp bench/results/*.jsonl bench/results/summary.md bench/results/startup.json bench/results/governed-$MODE/
