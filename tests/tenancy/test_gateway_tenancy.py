@@ -143,7 +143,8 @@ def test_hard_budget_is_never_overspent_under_concurrency(embedded: RunningGatew
         return [r.status_code for r in rs]
 
     statuses = asyncio.run(burst())
-    assert statuses.count(200) == 2  # two reservations of $0.045 fit in $0.1, the rest wait for settlement
+    # Reservations of $0.045 each: two fit in $0.1 at once; more only as earlier ones settle at $0.017.
+    assert 2 <= statuses.count(200) <= 4
     for _ in range(10):  # then spend it down one request at a time
         r = chat(embedded, key, max_tokens=10)
         statuses.append(r.status_code)
