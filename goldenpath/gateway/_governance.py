@@ -77,24 +77,9 @@ class Governance:
         found = self._static.get((p.key_id, alias))
         if found is None:
             a = self._aliases[alias]
-            rpm = [
-                (s, n)
-                for s, n in (
-                    (f"key:{p.key_id}", p.key_rpm),
-                    (f"tenant:{p.tenant}", p.tenant_rpm),
-                    (f"model:{alias}", a.rpm),
-                )
-                if n
-            ]
-            tpm = [
-                (s, n)
-                for s, n in (
-                    (f"key:{p.key_id}", p.key_tpm),
-                    (f"tenant:{p.tenant}", p.tenant_tpm),
-                    (f"model:{alias}", a.tpm),
-                )
-                if n
-            ]
+            scopes = (f"key:{p.key_id}", f"tenant:{p.tenant}", f"model:{alias}")
+            rpm = [(s, n) for s, n in zip(scopes, (p.key_rpm, p.tenant_rpm, a.rpm), strict=True) if n]
+            tpm = [(s, n) for s, n in zip(scopes, (p.key_tpm, p.tenant_tpm, a.tpm), strict=True) if n]
             found = self._static[(p.key_id, alias)] = (rpm, tpm)
         return found
 
