@@ -7,6 +7,7 @@ stream through the router → respond → queue a record and update metrics (bot
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
@@ -286,6 +287,12 @@ class Gateway:
                 await self._get(send, path, rid)
         except APIError as err:
             await _respond(send, err.status, err.body(), [_JSON, (b"x-request-id", rid.encode()), *err.headers])
+        except Exception:
+            log.exception("request %s failed", rid)
+            internal = APIError(500, f"The server had an error processing request {rid}.", code="internal_error")
+            # If the answer had already begun there is nothing more to say to this client.
+            with contextlib.suppress(RuntimeError):
+                await _respond(send, 500, internal.body(), [_JSON, (b"x-request-id", rid.encode())])
 
     def _authenticate(self, scope: Scope) -> Principal:
         for name, value in scope["headers"]:
@@ -440,6 +447,10 @@ class Gateway:
         except _ClientGone:
             record.status = 499
             record.error_type = "client_disconnected"
+        except Exception:
+            record.status = 500
+            record.error_type = "internal_error"
+            raise
         finally:
             await self._finish(ex)
 

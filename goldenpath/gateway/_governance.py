@@ -110,7 +110,16 @@ class Governance:
 
     async def admit(self, adm: Admission) -> list[tuple[bytes, bytes]]:
         """Admit or raise a 429; returns the rate-limit headers for the response."""
-        d = await self.governor.admit(adm)
+        try:
+            d = await self.governor.admit(adm)
+        except Exception as exc:  # Redis down or timing out: refuse rather than serve ungoverned
+            log.error("admission check failed: %r", exc)
+            raise APIError(
+                503,
+                "Rate limits and budgets cannot be checked right now; try again shortly.",
+                code="governance_unavailable",
+                headers=[(b"retry-after", b"1")],
+            ) from None
         if not d.allowed:
             raise self._denied(d)
         headers = _rate_headers(d)
