@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from goldenpath.config import ConfigError, Settings, load_settings
+from goldenpath.store import RequestRecord, Store, StoreError
 
 
 def _settings(config: Path | None) -> Settings:
@@ -74,21 +75,29 @@ def serve(config: Path | None, host: str | None, port: int | None) -> None:
     )
 
 
+def _migrated_store(settings: Settings) -> Store:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(settings.database_url)
+    try:
+        store.migrate()
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
+    return store
+
+
 @main.group()
 def requests() -> None:
     """Inspect the request log."""
 
 
-def _print_record(r: object) -> None:
-    from goldenpath.store import RequestRecord
-
-    assert isinstance(r, RequestRecord)
+def _print_record(r: RequestRecord) -> None:
     when = dt.datetime.fromtimestamp(r.ts).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
     ttft = f"{r.ttft_ms:.1f}" if r.ttft_ms is not None else "-"
     click.echo(
         f"{when}  {r.status:3d}  {r.endpoint:<11} {r.model or '-':<24} {r.deployment or '-':<28} "
-        f"in={r.prompt_tokens:<5} out={r.completion_tokens:<5} {r.latency_ms:8.1f}ms ttft={ttft}ms "
-        f"key={r.key_id or '-'}{'  ' + r.error_type if r.error_type else ''}"
+        f"in={r.prompt_tokens:<5} out={r.completion_tokens:<5} ${r.cost_usd:<9.6f} {r.latency_ms:8.1f}ms "
+        f"ttft={ttft}ms key={r.key_id or '-'}{'  cache=' + r.cache if r.cache else ''}"
+        f"{'  ' + r.error_type if r.error_type else ''}"
     )
 
 
@@ -98,10 +107,8 @@ def _print_record(r: object) -> None:
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new records.")
 def requests_tail(config: Path | None, lines: int, follow: bool) -> None:
     """Show the latest request records."""
-    from goldenpath.store import Store
 
-    store = Store(_settings(config).database_url)
-    store.migrate()
+    store = _migrated_store(_settings(config))
     records = store.latest_requests(lines)
     for r in records:
         _print_record(r)
@@ -120,13 +127,10 @@ def requests_tail(config: Path | None, lines: int, follow: bool) -> None:
 def _ring(config: Path | None) -> Any:
     import os
 
-    from goldenpath.store import Store
     from goldenpath.tenancy import DEFAULT_TENANT, KeyRing, load_server_secret
 
     settings = _settings(config)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    store = Store(settings.database_url)
-    store.migrate()
+    store = _migrated_store(settings)
     store.ensure_tenant(DEFAULT_TENANT, time.time())
     return settings, KeyRing(store, load_server_secret(settings.data_dir, dict(os.environ)))
 
@@ -169,7 +173,6 @@ def tenants_create(
     """Create a tenant."""
     from pydantic import ValidationError
 
-    from goldenpath.store import StoreError
     from goldenpath.tenancy import TenantSpec, create_tenant
 
     _, ring = _ring(config)
@@ -232,7 +235,6 @@ def keys_create(
     """Create a key; the key itself is printed once, alone on the last line."""
     from pydantic import ValidationError
 
-    from goldenpath.store import StoreError
     from goldenpath.tenancy import KeySpec, create_key
 
     settings, ring = _ring(config)
@@ -288,7 +290,6 @@ def keys_list(tenant: str | None, include_revoked: bool, config: Path | None) ->
 @_config_option
 def keys_rotate(key_id: str, config: Path | None) -> None:
     """Give a key a new secret; the old one stops working at once. Prints the new key on the last line."""
-    from goldenpath.store import StoreError
 
     _, ring = _ring(config)
     try:
@@ -304,7 +305,6 @@ def keys_rotate(key_id: str, config: Path | None) -> None:
 @_config_option
 def keys_revoke(key_id: str, config: Path | None) -> None:
     """Revoke a key; every gateway replica refuses it within a second."""
-    from goldenpath.store import StoreError
 
     _, ring = _ring(config)
     try:
@@ -329,7 +329,6 @@ def usage(
 
     from goldenpath.gateway._admin import parse_time
     from goldenpath.gateway._errors import APIError
-    from goldenpath.store import StoreError
     from goldenpath.tenancy import usage_view
 
     _, ring = _ring(config)

@@ -49,7 +49,7 @@ from goldenpath.routing import (
     UnsupportedOperation,
     deployment_name,
 )
-from goldenpath.store import RequestRecord, RequestRecorder, Store
+from goldenpath.store import RequestRecord, RequestRecorder, Store, StoreError
 from goldenpath.telemetry import GatewayMetrics
 from goldenpath.tenancy import (
     Admission,
@@ -252,6 +252,10 @@ class Gateway:
             if message["type"] == "lifespan.startup":
                 try:
                     await self.startup()
+                except StoreError as exc:  # a clear message, no traceback
+                    log.error("startup failed: %s", exc)
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
                 except Exception as exc:
                     log.exception("startup failed")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})

@@ -13,9 +13,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import Connection, Integer, create_engine, event, func, insert, select, update
+from sqlalchemy import Connection, Integer, create_engine, event, func, insert, inspect, select, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from goldenpath.store._schema import api_keys, principals, requests, state_version, tenants
 
@@ -108,7 +108,10 @@ _USAGE_GROUPS = {
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
+    # Let SQLAlchemy, not the sqlite3 module, open transactions, so that DDL (migrations) is
+    # transactional too: a failed migration leaves the file as it was (SQLAlchemy's documented recipe).
+    dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
@@ -129,7 +132,8 @@ class Store:
         self.url = normalize_url(url)
         self.engine: Engine = create_engine(self.url, pool_pre_ping=not self.url.startswith("sqlite"))
         if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "connect", _sqlite_connect)
+            event.listen(self.engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
 
     def migrate(self) -> None:
         """Bring the schema to the newest migration (safe to run from several processes on PostgreSQL)."""
@@ -141,8 +145,19 @@ class Store:
         with self.engine.begin() as conn:
             if conn.dialect.name == "postgresql":
                 conn.exec_driver_sql("SELECT pg_advisory_xact_lock(727274)")  # one migrator at a time
+            tables = set(inspect(conn).get_table_names())
+            if "alembic_version" not in tables and tables & {"api_keys", "requests"}:
+                raise StoreError(
+                    f"{self.engine.url.render_as_string(hide_password=True)} holds goldenpath tables without a "
+                    "migration history (made by a pre-release build); move that database aside and start again"
+                )
             cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+            try:
+                command.upgrade(cfg, "head")
+            except SQLAlchemyError as exc:
+                raise StoreError(
+                    f"cannot migrate {self.engine.url.render_as_string(hide_password=True)}: {getattr(exc, 'orig', None) or exc}"
+                ) from exc
             if conn.execute(select(state_version.c.version)).first() is None:
                 conn.execute(insert(state_version).values(id=1, version=1))
 
