@@ -135,6 +135,10 @@ class Store:
             event.listen(self.engine, "connect", _sqlite_connect)
             event.listen(self.engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
 
+    @property
+    def _safe_url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
     def migrate(self) -> None:
         """Bring the schema to the newest migration (safe to run from several processes on PostgreSQL)."""
         from alembic import command
@@ -148,16 +152,15 @@ class Store:
             tables = set(inspect(conn).get_table_names())
             if "alembic_version" not in tables and tables & {"api_keys", "requests"}:
                 raise StoreError(
-                    f"{self.engine.url.render_as_string(hide_password=True)} holds goldenpath tables without a "
+                    f"{self._safe_url} holds goldenpath tables without a "
                     "migration history (made by a pre-release build); move that database aside and start again"
                 )
             cfg.attributes["connection"] = conn
             try:
                 command.upgrade(cfg, "head")
             except SQLAlchemyError as exc:
-                raise StoreError(
-                    f"cannot migrate {self.engine.url.render_as_string(hide_password=True)}: {getattr(exc, 'orig', None) or exc}"
-                ) from exc
+                reason = getattr(exc, "orig", None) or exc
+                raise StoreError(f"cannot migrate {self._safe_url}: {reason}") from exc
             if conn.execute(select(state_version.c.version)).first() is None:
                 conn.execute(insert(state_version).values(id=1, version=1))
 
