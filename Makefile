@@ -23,11 +23,12 @@ install: $(STAMP)
 run: install
 	$(VENV)/bin/goldenpath serve $(ARGS)
 
-test: install
+# The suite, after the checks CI holds every change to: ruff and mypy --strict.
+test: lint typecheck
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install
-	$(VENV)/bin/ruff check goldenpath tests
+	$(VENV)/bin/ruff check goldenpath tests bench/*.py
 	$(VENV)/bin/ruff format --check goldenpath tests
 
 typecheck: install
