@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from goldenpath.config import ConfigError, Settings, load_settings
+from goldenpath.evals import compare_command, gate_command
 from goldenpath.store import RequestRecord, Store, StoreError
 
 
@@ -25,6 +26,17 @@ def _settings(config: Path | None) -> Settings:
 @click.version_option(package_name="goldenpath")
 def main() -> None:
     """goldenpath: one governed OpenAI-compatible endpoint in front of every model."""
+
+
+main.add_command(gate_command)
+
+
+@main.group("eval")
+def eval_group() -> None:
+    """Evaluate models and compare runs."""
+
+
+eval_group.add_command(compare_command)
 
 
 @main.command()

@@ -1,0 +1,100 @@
+"""``goldenpath gate`` and ``goldenpath eval compare``: click commands the CLI registers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NoReturn
+
+import click
+
+from goldenpath.evals._compare import MetricSpec, compare_runs
+from goldenpath.evals._gate import run_gate
+from goldenpath.evals._report import HTML_FILE, JUNIT_FILE, MARKDOWN_FILE
+from goldenpath.evals._results import EvalInputError, load_results
+
+EXIT_FAIL = 1
+EXIT_BAD_INPUT = 2
+
+
+def _bad_input(exc: EvalInputError) -> NoReturn:
+    click.echo(f"Error: {' '.join(str(exc).splitlines())}", err=True)
+    raise SystemExit(EXIT_BAD_INPUT)
+
+
+@click.command("gate")
+@click.argument("gate", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--candidate", required=True, type=click.Path(path_type=Path), help="The candidate's result file.")
+@click.option(
+    "--baseline", type=click.Path(path_type=Path), help="The baseline's result file (needed by max_drop rules)."
+)
+@click.option(
+    "--out-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("gate-report"),
+    show_default=True,
+    help=f"Where {JUNIT_FILE}, {MARKDOWN_FILE} and {HTML_FILE} are written.",
+)
+def gate_command(gate: Path, candidate: Path, baseline: Path | None, out_dir: Path) -> None:
+    """Check the candidate's results against the GATE file; exit 0 on pass, 1 on fail, 2 on bad input."""
+    try:
+        result = run_gate(gate, candidate, baseline, out_dir)
+    except EvalInputError as exc:
+        _bad_input(exc)
+    for rule in result.rules:
+        click.echo(f"{'PASS' if rule.passed else 'FAIL'}  {rule.name}: {rule.message}")
+    verdict = "passed" if result.passed else f"FAILED ({len(result.failures)} of {len(result.rules)} rules)"
+    click.echo(f"gate {verdict}; reports in {out_dir}/")
+    raise SystemExit(0 if result.passed else EXIT_FAIL)
+
+
+def _cell(value: float, signed: bool = False) -> str:
+    if value != value:  # NaN
+        return "-"
+    return f"{value:+.4g}" if signed else f"{value:.4g}"
+
+
+@click.command("compare")
+@click.argument("candidate", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("baseline", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--confidence", type=click.FloatRange(0.5, 1.0, min_open=True, max_open=True), default=0.95)
+@click.option("--lower-is-better", "lower", multiple=True, help="A metric where lower is better (repeatable).")
+@click.option("--no-holm", is_flag=True, help="Do not Holm-correct the p-values across metrics.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--resamples", type=click.IntRange(1000, 1_000_000), default=10_000, show_default=True)
+def compare_command(
+    candidate: Path, baseline: Path, confidence: float, lower: tuple[str, ...], no_holm: bool, seed: int, resamples: int
+) -> None:
+    """Compare two result files paired by item: CANDIDATE against BASELINE.
+
+    P(WORSE) is the one-sided p-value for "the candidate is worse"; CI is the bootstrap CI of the
+    mean difference (candidate minus baseline); +/-/= counts items improved, regressed, unchanged.
+    """
+    try:
+        cand, base = load_results(candidate), load_results(baseline)
+    except EvalInputError as exc:
+        _bad_input(exc)
+    unknown = sorted(set(lower) - set(cand.metrics) - set(base.metrics))
+    if unknown:
+        _bad_input(EvalInputError(f"--lower-is-better names metrics in neither file: {', '.join(unknown)}"))
+    specs = {m: MetricSpec(higher_is_better=m not in lower, confidence=confidence) for m in cand.metrics}
+    comparison = compare_runs(cand, base, specs, holm_correction=not no_holm, seed=seed, resamples=resamples)
+    click.echo(
+        f"candidate {candidate}, baseline {baseline}: {comparison.paired_items} paired items "
+        f"({comparison.only_in_candidate} only in the candidate, {comparison.only_in_baseline} only in the baseline)"
+    )
+    ci_head = f"{confidence * 100:g}% CI"
+    head = (
+        f"{'METRIC':<24}{'N':>6}  {'CANDIDATE':>10}{'BASELINE':>10}{'DIFF':>10}  {ci_head:<22}"
+        f"{'P(WORSE)':>9}{'HOLM':>9}  {'+/-/=':<16}TEST"
+    )
+    click.echo(head)
+    for m in comparison.metrics.values():
+        ci = f"{_cell(m.ci_low, True)} to {_cell(m.ci_high, True)}"
+        click.echo(
+            f"{m.metric:<24}{m.n_paired:>6}  {_cell(m.candidate_mean):>10}{_cell(m.baseline_mean):>10}"
+            f"{_cell(m.mean_diff, True):>10}  {ci:<22}{m.p_value:>9.3g}{m.adjusted_p_value:>9.3g}  "
+            f"{f'{m.improved}/{m.regressed}/{m.unchanged}':<16}{m.method}"
+        )
+    for role, missing in (("candidate", comparison.missing_in_candidate), ("baseline", comparison.missing_in_baseline)):
+        if missing:
+            click.echo(f"not in the {role}: {', '.join(missing)}")
