@@ -3,8 +3,8 @@
 Run: ``python tests/fake_upstream.py PORT``. Models:
 ``ok`` answers; ``slow`` answers after 0.2 s; ``error500``/``error429``/``error400`` fail with that status;
 ``stall`` never answers; ``drop`` closes the connection before answering (for streams: after two
-chunks); ``flaky`` fails every other call with 503. ``GET /_calls`` returns the calls per model,
-``POST /_reset`` clears them.
+chunks); ``flaky`` fails every other call with 503. Any request with ``"user": "force-400"`` gets a
+400. ``GET /_calls`` returns the calls per model, ``POST /_reset`` clears them.
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ def _usage() -> dict[str, int]:
     return {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12}
 
 
-async def _fail(model: str, request: web.Request) -> web.StreamResponse | None:
+async def _fail(model: str, request: web.Request, body: dict[str, object]) -> web.StreamResponse | None:
+    if body.get("user") == "force-400":
+        return web.json_response({"error": {"message": "refused", "type": "invalid_request_error"}}, status=400)
     if model == "error500":
         return web.json_response({"error": {"message": "boom", "type": "server_error"}}, status=500)
     if model == "error429":
@@ -49,7 +51,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
     body = await request.json()
     model = body.get("model", "")
     calls[model] += 1
-    failed = await _fail(model, request)
+    failed = await _fail(model, request, body)
     if failed is not None:
         return failed
     if model == "drop" and not body.get("stream"):
@@ -113,7 +115,7 @@ async def embeddings(request: web.Request) -> web.Response:
     body = await request.json()
     model = body.get("model", "")
     calls[model] += 1
-    failed = await _fail(model, request)
+    failed = await _fail(model, request, body)
     if failed is not None:
         return failed  # type: ignore[return-value]
     inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]

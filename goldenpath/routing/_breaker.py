@@ -43,6 +43,10 @@ class CircuitBreaker:
         self._failures = 0
         self._probe_in_flight = False
 
+    def abandon(self) -> None:
+        """The attempt ended without a verdict (cancelled): free the half-open probe slot."""
+        self._probe_in_flight = False
+
     def record_failure(self) -> None:
         self._probe_in_flight = False
         if self._state is BreakerState.HALF_OPEN:

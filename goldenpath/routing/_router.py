@@ -167,10 +167,14 @@ class Router:
                 raise DeadlineExceeded(f"request deadline exceeded on {dep.name}") from exc
             except ProviderError as exc:
                 if not exc.retryable:
+                    dep.breaker.record_success()  # it answered; the request was at fault
                     raise
                 dep.breaker.record_failure()
                 last = exc
                 continue
+            except BaseException:
+                dep.breaker.abandon()
+                raise
             finally:
                 outcome.upstream_s += time.perf_counter() - start
             elapsed = time.perf_counter() - start
@@ -209,13 +213,19 @@ class Router:
             except ProviderError as exc:
                 await _close(events)
                 if not exc.retryable:
+                    dep.breaker.record_success()  # it answered; the request was at fault
                     raise
                 dep.breaker.record_failure()
                 last = exc
                 continue
+            except BaseException:
+                dep.breaker.abandon()
+                await _close(events)
+                raise
             finally:
                 outcome.upstream_s += time.perf_counter() - start
             elapsed = time.perf_counter() - start
+            dep.breaker.record_success()  # it answered; a later break counts as a failure again
             dep.observe_latency(elapsed, self.config.latency_ewma_alpha)
             outcome.ttft_s = elapsed
             return first, _watch(events, dep)
@@ -248,14 +258,12 @@ async def _close(events: AsyncIterator[bytes]) -> None:
 
 
 async def _watch(events: AsyncIterator[bytes], dep: DeploymentState) -> AsyncIterator[bytes]:
-    """Pass the rest of a stream through, and tell the breaker how it ended."""
+    """Pass the rest of a stream through; a break in it counts against the deployment."""
     try:
         async for event in events:
             yield event
     except ProviderError:
         dep.breaker.record_failure()
         raise
-    else:
-        dep.breaker.record_success()
     finally:
         await _close(events)

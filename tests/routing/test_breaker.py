@@ -31,3 +31,12 @@ def test_success_resets_the_failure_count() -> None:
         b.record_failure()
         b.record_success()
     assert b.state is BreakerState.CLOSED
+
+
+def test_an_abandoned_probe_frees_the_slot() -> None:
+    b = CircuitBreaker(failure_threshold=1, cooldown_s=0.01)
+    b.record_failure()
+    time.sleep(0.02)
+    assert b.allow()  # the probe
+    b.abandon()  # its client went away
+    assert b.allow()  # another probe may go

@@ -319,3 +319,23 @@ def test_stream_dropped_midway_is_not_retried(gateway_factory: Any, upstreams: t
     assert received == ["", "one", " two"]  # what reached the client before the drop
     assert "upstream" in str(info.value.message)
     assert a.calls() == {"drop": 1} and b.calls() == {}  # no retry after the first byte
+
+
+def test_a_client_error_during_a_probe_closes_the_breaker(
+    gateway_factory: Any, upstreams: tuple[Upstream, Upstream]
+) -> None:
+    import time
+
+    a, _ = upstreams
+    gw = gateway_factory(
+        {
+            "routing": {**FAST_RETRY, "breaker_failure_threshold": 1, "breaker_cooldown_s": 0.3, "max_attempts": 1},
+            "models": [{"name": "m", "deployments": [dep(a, "error500")]}],
+        }
+    )
+    assert chat(gw, "m").status_code == 502  # trips the breaker
+    assert chat(gw, "m").status_code == 503  # open
+    time.sleep(0.35)
+    assert chat(gw, "m", user="force-400").status_code == 400  # the probe: answered, so the deployment is up
+    assert chat(gw, "m").status_code == 502  # traffic flows again (a stuck probe would give 503)
+    assert a.calls() == {"error500": 3}
