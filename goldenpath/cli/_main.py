@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from goldenpath.config import ConfigError, Settings, load_settings
-from goldenpath.evals import compare_command, gate_command
+from goldenpath.evals import compare_command, export_command, gate_command, report_command, run_command
 from goldenpath.store import RequestRecord, Store, StoreError
 
 
@@ -36,7 +36,8 @@ def eval_group() -> None:
     """Evaluate models and compare runs."""
 
 
-eval_group.add_command(compare_command)
+for _command in (run_command, export_command, report_command, compare_command):
+    eval_group.add_command(_command)
 
 
 @main.command()

@@ -1,6 +1,6 @@
-"""Evaluation: paired comparisons of per-item results and statistical quality gates for CI."""
+"""Evaluation: tasks, a cached resumable runner, paired comparisons of per-item results and CI quality gates."""
 
-from goldenpath.evals._cli import compare_command, gate_command
+from goldenpath.evals._cli import compare_command, export_command, gate_command, report_command, run_command
 from goldenpath.evals._compare import Comparison, ItemChange, MetricComparison, MetricSpec, compare_runs
 from goldenpath.evals._datasets import (
     ChatMessage,
@@ -29,6 +29,7 @@ from goldenpath.evals._gate import (
     run_gate,
 )
 from goldenpath.evals._results import EvalInputError, ResultsError, RunResults, load_results
+from goldenpath.evals._runner import ResultCache, RunSummary, TokenUsage, export_results, run_task
 from goldenpath.evals._scorers import (
     DetectionSummary,
     EmbedFn,
@@ -44,6 +45,18 @@ from goldenpath.evals._scorers import (
     scorer,
     squad_scores,
 )
+from goldenpath.evals._task import (
+    MessageTemplate,
+    Sampling,
+    ScorerSpec,
+    Target,
+    Task,
+    TaskError,
+    create_task,
+    load_task,
+    registered_tasks,
+    task,
+)
 
 __all__ = [
     "ChatMessage",
@@ -58,22 +71,34 @@ __all__ = [
     "GateError",
     "GateResult",
     "ItemChange",
+    "MessageTemplate",
     "MetricComparison",
     "MetricRule",
     "MetricSpec",
     "Output",
+    "ResultCache",
     "ResultsError",
     "RuleResult",
     "RunResults",
+    "RunSummary",
     "Sample",
+    "Sampling",
     "Scorer",
     "ScorerError",
+    "ScorerSpec",
     "Scores",
+    "Target",
+    "Task",
+    "TaskError",
+    "TokenUsage",
     "compare_command",
     "compare_runs",
     "create_scorer",
+    "create_task",
     "detection_summary",
     "evaluate_gate",
+    "export_command",
+    "export_results",
     "gate_command",
     "load_csv",
     "load_dataset",
@@ -85,11 +110,17 @@ __all__ = [
     "load_scifact",
     "load_scifact_corpus",
     "load_squad_v2",
+    "load_task",
     "registered_scorers",
+    "registered_tasks",
+    "report_command",
     "retrieval_scores",
+    "run_command",
     "run_gate",
+    "run_task",
     "score_output",
     "scorer",
     "shared_data_root",
     "squad_scores",
+    "task",
 ]

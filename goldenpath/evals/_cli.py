@@ -1,16 +1,23 @@
-"""``goldenpath gate`` and ``goldenpath eval compare``: click commands the CLI registers."""
+"""``goldenpath gate`` and ``goldenpath eval compare|run|export|report``: click commands the CLI registers."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import sys
 from pathlib import Path
 from typing import NoReturn
 
 import click
+import numpy as np
 
-from goldenpath.evals._compare import MetricSpec, compare_runs
+from goldenpath.evals._compare import MetricSpec, _seed_sequence, compare_runs
 from goldenpath.evals._gate import run_gate
 from goldenpath.evals._report import HTML_FILE, JUNIT_FILE, MARKDOWN_FILE
 from goldenpath.evals._results import EvalInputError, load_results
+from goldenpath.evals._runner import RESULTS_FILE, RUN_FILE, default_cache_path, export_results, run_task
+from goldenpath.evals._stats import bootstrap_ci
+from goldenpath.evals._task import load_task
 
 EXIT_FAIL = 1
 EXIT_BAD_INPUT = 2
@@ -98,3 +105,88 @@ def compare_command(
     for role, missing in (("candidate", comparison.missing_in_candidate), ("baseline", comparison.missing_in_baseline)):
         if missing:
             click.echo(f"not in the {role}: {', '.join(missing)}")
+
+
+@click.command("run")
+@click.argument("task_file", metavar="TASK.yaml", type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--run-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Where results.jsonl and run.json go (default: $GOLDENPATH_HOME/evals/runs/NAME-VERSION).",
+)
+@click.option("--no-resume", is_flag=True, help="Start the run directory afresh instead of skipping finished items.")
+@click.option("--quiet", is_flag=True, help="No progress line on stderr.")
+def run_command(task_file: Path, run_dir: Path | None, no_resume: bool, quiet: bool) -> None:
+    """Run TASK.yaml against its target; print the run directory and each metric's mean.
+
+    Items already in the run directory are skipped, items in the cache cost no call. Failed items are
+    recorded in run.json (and retried by the next run); exit 2 on a bad task file.
+    """
+    try:
+        task = load_task(task_file)
+        if run_dir is None:
+            version = task.version(task.load_dataset())
+            run_dir = default_cache_path().parent / "runs" / f"{task.name}-{version[:12]}"
+        summary = asyncio.run(run_task(task, run_dir=run_dir, resume=not no_resume, progress=not quiet))
+    except EvalInputError as exc:
+        _bad_input(exc)
+    click.echo(f"run {summary.run_id} in {summary.run_dir}")
+    click.echo(
+        f"{summary.scored}/{summary.items} items scored, {summary.errors} failed; this run: {summary.skipped} "
+        f"already done, {summary.cached} from the cache, {summary.called} called, {summary.tokens.total} tokens, "
+        f"{summary.elapsed_s:.1f}s"
+    )
+    for metric, mean in sorted(summary.metrics.items()):
+        click.echo(f"{metric:<32}{mean:.4g}")
+    if summary.errors:
+        click.echo(f"{summary.errors} items failed; their errors are in {summary.run_dir / RUN_FILE}")
+
+
+@click.command("export")
+@click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), help="Output file (default stdout).")
+def export_command(run_dir: Path, output: Path | None) -> None:
+    """Write the run's {"item_id", "epoch", "scores"} JSONL, the result file `goldenpath gate` reads."""
+    try:
+        records = export_results(run_dir)
+    except EvalInputError as exc:
+        _bad_input(exc)
+    text = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text, encoding="utf-8")
+        click.echo(f"{len(records)} results written to {output}", err=True)
+
+
+@click.command("report")
+@click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--confidence", type=click.FloatRange(0.5, 1.0, min_open=True, max_open=True), default=0.95)
+@click.option("--seed", type=int, default=0, show_default=True)
+def report_command(run_dir: Path, confidence: float, seed: int) -> None:
+    """Each metric's mean over items (epochs averaged per item first) with a bootstrap CI over items."""
+    try:
+        results = load_results(run_dir / RESULTS_FILE)
+        provenance = json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8"))
+    except EvalInputError as exc:
+        _bad_input(exc)
+    except (OSError, ValueError) as exc:
+        _bad_input(EvalInputError(f"{run_dir / RUN_FILE}: cannot read the run file: {exc}"))
+    counts, task, dataset = provenance["counts"], provenance["task"], provenance["dataset"]
+    click.echo(
+        f"run {provenance['run_id']} ({provenance['status']}): task {task['name']} version {task['version'][:12]}, "
+        f"dataset {dataset['name']} version {dataset['version'][:12]}, target {provenance['target']['model']} "
+        f"at {provenance['target']['base_url']}, git {provenance.get('git_commit') or '-'}"
+    )
+    click.echo(
+        f"{counts['scored']}/{counts['items']} items scored, {counts['errors']} failed, "
+        f"{provenance['tokens']['total']} tokens"
+    )
+    ci_head = f"{confidence * 100:g}% CI"
+    click.echo(f"{'METRIC':<32}{'N':>6}  {'MEAN':>10}  {ci_head}")
+    for metric in results.metrics:
+        means = results.item_means(metric)
+        values = np.fromiter(means.values(), dtype=np.float64, count=len(means))
+        rng = np.random.default_rng(_seed_sequence(seed, metric))
+        low, high = bootstrap_ci(values, confidence, rng)
+        click.echo(f"{metric:<32}{len(values):>6}  {results.mean(metric):>10.4g}  {_cell(low)} to {_cell(high)}")
