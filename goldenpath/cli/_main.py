@@ -12,6 +12,7 @@ import click
 
 from goldenpath.config import ConfigError, Settings, load_settings
 from goldenpath.evals import compare_command, export_command, gate_command, report_command, run_command
+from goldenpath.guard import train_command as guard_train_command
 from goldenpath.store import RequestRecord, Store, StoreError
 
 
@@ -38,6 +39,14 @@ def eval_group() -> None:
 
 for _command in (run_command, export_command, report_command, compare_command):
     eval_group.add_command(_command)
+
+
+@main.group("guard")
+def guard_group() -> None:
+    """Guard models: train the prompt-injection classifier."""
+
+
+guard_group.add_command(guard_train_command)
 
 
 @main.command()

@@ -27,6 +27,7 @@ from goldenpath.gateway._validation import (
     ChatCompletionRequest,
     CompletionRequest,
     EmbeddingRequest,
+    GuardCheckRequest,
     validate,
 )
 from goldenpath.providers import (
@@ -138,6 +139,8 @@ class Gateway:
         self.cache: ResponseCache | None = None
         self._cache_config = {a.name: a.cache or settings.cache for a in settings.models}
         self._cache_writes: set[asyncio.Task[None]] = set()
+        self._guard: Any = None
+        self._guard_lock = asyncio.Lock()
         self._redis: Any = None
         self._background: list[asyncio.Task[None]] = []
         self.generated_admin_key: str | None = None
@@ -279,6 +282,13 @@ class Gateway:
                     )
                 principal = self._authenticate(scope)
                 await self._inference(scope, receive, send, path, principal, rid, start)
+            elif path == "/v1/guard/check":
+                if method != "POST":
+                    raise APIError(
+                        405, f"Method {method} is not allowed on {path}; use POST.", code="method_not_allowed"
+                    )
+                self._authenticate(scope)
+                await self._guard_check(scope, receive, send, rid)
             elif path.startswith("/admin/"):
                 principal = self._authenticate(scope)
                 await self.admin.handle(scope, receive, send, principal, rid)
@@ -297,6 +307,35 @@ class Gateway:
             # If the answer had already begun there is nothing more to say to this client.
             with contextlib.suppress(RuntimeError):
                 await _respond(send, 500, internal.body(), [_JSON, (b"x-request-id", rid.encode())])
+
+    async def _guard_check(self, scope: Scope, receive: Receive, send: Send, rid: str) -> None:
+        """A verdict only: which detectors fire on a text at a stage, and what the default policy would do."""
+        raw = await self._read_body(scope, receive)
+        try:
+            body = orjson.loads(raw or b"null")
+        except orjson.JSONDecodeError as exc:
+            raise invalid_request(
+                f"We could not parse the JSON body of your request: {exc}.", code="invalid_json"
+            ) from None
+        validate(GuardCheckRequest, body)
+        guard = await self._guard_instance()
+        verdict = await asyncio.to_thread(guard.check, body["input"], body.get("stage", "input"))
+        await _respond(send, 200, verdict.model_dump_json().encode(), [_JSON, (b"x-request-id", rid.encode())])
+
+    async def _guard_instance(self) -> Any:
+        """The guard, loaded on first use (its models take about a second), once."""
+        async with self._guard_lock:
+            if self._guard is None:
+                from goldenpath.guard import Guard
+
+                def load() -> Any:
+                    guard = Guard()
+                    if guard.injection is not None:
+                        guard.injection.warm()
+                    return guard
+
+                self._guard = await asyncio.to_thread(load)
+        return self._guard
 
     def _authenticate(self, scope: Scope) -> Principal:
         for name, value in scope["headers"]:

@@ -101,6 +101,13 @@ class EmbeddingRequest(_Open):
     user: str | None = None
 
 
+class GuardCheckRequest(_Open):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    input: str = Field(min_length=1)
+    stage: Literal["input", "context", "output"] = "input"
+
+
 def _param(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
