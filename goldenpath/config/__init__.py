@@ -1,6 +1,6 @@
 """Configuration: one YAML file plus environment overrides, validated at start."""
 
-from goldenpath.config._load import ConfigError, load_settings
+from goldenpath.config._load import ConfigError, load_settings, read_yaml
 from goldenpath.config._models import (
     CacheConfig,
     Deployment,
@@ -27,4 +27,5 @@ __all__ = [
     "Settings",
     "StoreConfig",
     "load_settings",
+    "read_yaml",
 ]

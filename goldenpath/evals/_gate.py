@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from goldenpath.config import read_yaml
 from goldenpath.evals._compare import Comparison, MetricSpec, alpha, compare_runs
 from goldenpath.evals._report import write_reports
 from goldenpath.evals._results import EvalInputError, RunResults, load_results
@@ -120,13 +120,9 @@ def parse_gate(raw: Any, source: str) -> Gate:
 def load_gate(path: str | Path) -> Gate:
     """Read and validate a YAML gate file."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise GateError(f"{path}: cannot read gate file: {exc.strerror or exc}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise GateError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+        raw = read_yaml(path, "gate file")
+    except ValueError as exc:
+        raise GateError(str(exc)) from None
     return parse_gate(raw, str(path))
 
 

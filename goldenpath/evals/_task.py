@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import jinja2
-import yaml
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from goldenpath.config import read_yaml
 from goldenpath.evals._datasets import (
     Dataset,
     Sample,
@@ -299,15 +299,9 @@ def load_task(path: str | Path) -> Task:
     """A task from a YAML file; relative dataset paths start at the file's folder."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise TaskError(f"{path}: cannot read task file: {exc.strerror or exc}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        raise TaskError(f"{where}: not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
+        raw = read_yaml(path, "task file")
+    except ValueError as exc:
+        raise TaskError(str(exc)) from None
     return parse_task(raw, str(path), base_dir=path.resolve().parent)
 
 
