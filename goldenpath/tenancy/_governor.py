@@ -21,7 +21,6 @@ from typing import Any, Literal
 
 WINDOW_S = 60
 BUCKET_S = 1.0
-SETTLE_DELAY_S = 0.02
 
 
 @dataclass(slots=True)
@@ -360,14 +359,12 @@ return 0
 
 
 class _Batcher:
-    """Runs the calls of one script that arrive within ``delay_s`` (or the same event-loop turn) as one
-    pipeline: one round trip and one write for all of them instead of one each, the cost that dominates
-    at high rates."""
+    """Runs the calls of one script that arrive in the same event-loop turn as one pipeline: one round
+    trip and one write for all of them instead of one each, the cost that dominates at high rates."""
 
-    def __init__(self, redis: Any, script: Any, delay_s: float = 0.0) -> None:
+    def __init__(self, redis: Any, script: Any) -> None:
         self.redis = redis
         self.script = script
-        self.delay_s = delay_s
         self._pending: list[tuple[list[str], list[Any], asyncio.Future[Any]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -375,10 +372,7 @@ class _Batcher:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         if not self._pending:
-            if self.delay_s:
-                loop.call_later(self.delay_s, self._flush)
-            else:
-                loop.call_soon(self._flush)
+            loop.call_soon(self._flush)
         self._pending.append((keys, args, future))
         return future
 
@@ -430,9 +424,7 @@ class RedisGovernor(Governor):
         self.prefix = prefix
         self.budget_ttl_s = budget_ttl_s
         self._admit = _Batcher(redis, redis.register_script(_ADMIT))
-        # Settling is off the response path and only ever releases room, so it may wait a little to
-        # share a round trip with others: reservations are held up to SETTLE_DELAY_S longer, never less.
-        self._settle = _Batcher(redis, redis.register_script(_SETTLE), delay_s=SETTLE_DELAY_S)
+        self._settle = _Batcher(redis, redis.register_script(_SETTLE))
         self._seed = redis.register_script(_SEED)
 
     def _budget_keys(self, a: Admission) -> tuple[list[str], list[str]]:
