@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import sys
 import time
 from pathlib import Path
@@ -11,8 +12,6 @@ from typing import Any
 import click
 
 from goldenpath.config import ConfigError, Settings, load_settings
-from goldenpath.evals import compare_command, export_command, gate_command, report_command, run_command
-from goldenpath.guard import train_command as guard_train_command
 from goldenpath.store import RequestRecord, Store, StoreError
 
 
@@ -23,30 +22,44 @@ def _settings(config: Path | None) -> Settings:
         raise click.ClickException(str(exc)) from None
 
 
-@click.group()
+class _LazyGroup(click.Group):
+    """Subcommands named by import path and imported only when run: `serve` must not pay for the
+    evaluation and guard stacks (scipy, scikit-learn, Presidio) in start time and memory."""
+
+    def __init__(self, *args: Any, lazy: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy or {}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.lazy:
+            return super().get_command(ctx, cmd_name)
+        module, _, attr = self.lazy[cmd_name].partition(":")
+        command = getattr(importlib.import_module(module), attr)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=_LazyGroup, lazy={"gate": "goldenpath.evals._cli:gate_command"})
 @click.version_option(package_name="goldenpath")
 def main() -> None:
     """goldenpath: one governed OpenAI-compatible endpoint in front of every model."""
 
 
-main.add_command(gate_command)
-
-
-@main.group("eval")
+@main.group(
+    "eval",
+    cls=_LazyGroup,
+    lazy={name: f"goldenpath.evals._cli:{name}_command" for name in ("run", "export", "report", "compare")},
+)
 def eval_group() -> None:
     """Evaluate models and compare runs."""
 
 
-for _command in (run_command, export_command, report_command, compare_command):
-    eval_group.add_command(_command)
-
-
-@main.group("guard")
+@main.group("guard", cls=_LazyGroup, lazy={"train": "goldenpath.guard._train:train_command"})
 def guard_group() -> None:
     """Guard models: train the prompt-injection classifier."""
-
-
-guard_group.add_command(guard_train_command)
 
 
 @main.command()
@@ -290,7 +303,6 @@ def keys_create(
 @_config_option
 def keys_list(tenant: str | None, include_revoked: bool, config: Path | None) -> None:
     """List keys (by prefix; keys themselves are never stored)."""
-    import datetime as dt
 
     _, ring = _ring(config)
     click.echo(
