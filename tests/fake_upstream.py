@@ -73,7 +73,12 @@ async def chat(request: web.Request) -> web.StreamResponse:
                     }
                 ],
                 "usage": _usage(),
-                "echo": {"seen_model": model, "tools": body.get("tools"), "seed": body.get("seed")},
+                "echo": {
+                    "seen_model": model,
+                    "tools": body.get("tools"),
+                    "seed": body.get("seed"),
+                    "last_user": [m.get("content") for m in body.get("messages", []) if m.get("role") == "user"][-1:],
+                },
             }
         )
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})

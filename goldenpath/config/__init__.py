@@ -4,6 +4,7 @@ from goldenpath.config._load import ConfigError, load_settings, read_yaml
 from goldenpath.config._models import (
     CacheConfig,
     Deployment,
+    GuardConfig,
     LlamaCppDeployment,
     ModelAlias,
     OnnxEmbeddingDeployment,
@@ -18,6 +19,7 @@ __all__ = [
     "CacheConfig",
     "ConfigError",
     "Deployment",
+    "GuardConfig",
     "LlamaCppDeployment",
     "ModelAlias",
     "OnnxEmbeddingDeployment",

@@ -96,6 +96,14 @@ class CacheConfig(_Strict):
     )
 
 
+class GuardConfig(_Strict):
+    """Guards on the request path (input stage: the user messages). ``policy`` is a
+    ``goldenpath.guard.GuardPolicy`` (detectors, thresholds, actions), validated at start."""
+
+    enabled: bool = False
+    policy: dict[str, Any] = Field(default_factory=dict)
+
+
 class ModelAlias(_Strict):
     """A model name clients call, served by one or more deployments."""
 
@@ -105,6 +113,7 @@ class ModelAlias(_Strict):
     rpm: int | None = Field(default=None, ge=1, description="Requests per minute for this alias, all callers.")
     tpm: int | None = Field(default=None, ge=1, description="Tokens per minute for this alias, all callers.")
     cache: CacheConfig | None = Field(default=None, description="Overrides the top-level cache section.")
+    guard: GuardConfig | None = Field(default=None, description="Overrides the top-level guard section.")
 
 
 class ServerConfig(_Strict):
@@ -159,6 +168,7 @@ class Settings(_Strict):
     )
     redis_prefix: str = Field(default="gp", pattern=r"^[A-Za-z0-9_.-]+$", description="Namespace of our Redis keys.")
     cache: CacheConfig = Field(default_factory=CacheConfig)
+    guard: GuardConfig = Field(default_factory=GuardConfig)
     models: list[ModelAlias] = Field(default_factory=_default_models)
 
     @model_validator(mode="after")

@@ -141,6 +141,7 @@ class Gateway:
         self._cache_writes: set[asyncio.Task[None]] = set()
         self._guard: Any = None
         self._guard_lock = asyncio.Lock()
+        self._input_guards = _input_guards(settings)
         self._redis: Any = None
         self._background: list[asyncio.Task[None]] = []
         self.generated_admin_key: str | None = None
@@ -181,6 +182,9 @@ class Gateway:
         )
         await self.governance.seed_budgets()
         await self._start_cache()
+        for guard in {id(g): g for g in self._input_guards.values()}.values():
+            if guard.injection is not None:
+                await asyncio.to_thread(guard.injection.warm)
         self._background.append(asyncio.create_task(self._watch_keys(), name="watch-keys"))
         self.recorder.start()
         # Remote pools open at once; local models load in the background while /readyz says so.
@@ -319,8 +323,41 @@ class Gateway:
             ) from None
         validate(GuardCheckRequest, body)
         guard = await self._guard_instance()
-        verdict = await asyncio.to_thread(guard.check, body["input"], body.get("stage", "input"))
+        verdict = await asyncio.to_thread(_check, guard, body["input"], body.get("stage", "input"))
         await _respond(send, 200, verdict.model_dump_json().encode(), [_JSON, (b"x-request-id", rid.encode())])
+
+    async def _guard_input(self, guard: Any, body: dict[str, Any], ex: _Exchange) -> dict[str, Any]:
+        """Check each user message; block, or send redacted messages on, or flag with a header."""
+        messages = body["messages"]
+        texts = [
+            (i, m["content"]) for i, m in enumerate(messages) if m["role"] == "user" and isinstance(m["content"], str)
+        ]
+        if not texts:
+            return body
+        verdicts = await asyncio.to_thread(lambda: [_check(guard, text, "input") for _, text in texts])
+        fired = [(v.action, d.type) for v in verdicts if v.flagged for d in v.detections]
+        if not fired:
+            return body
+        for action, kind in fired:
+            self.metrics.guard.labels(action, kind).inc()
+        kinds = ",".join(sorted({kind for _, kind in fired}))
+        actions = {action for action, _ in fired}
+        if "block" in actions:
+            raise APIError(
+                400,
+                f"The request was blocked by the input guard ({kinds}).",
+                code="guard_blocked",
+                headers=[(b"x-goldenpath-guard", f"block:{kinds}".encode())],
+            )
+        if "redact" in actions:
+            messages = list(messages)
+            for (i, _), verdict in zip(texts, verdicts, strict=True):
+                if verdict.redacted is not None:
+                    messages[i] = {**messages[i], "content": verdict.redacted}
+            body = {**body, "messages": messages}
+        worst = "redact" if "redact" in actions else "flag"
+        ex.headers.append((b"x-goldenpath-guard", f"{worst}:{kinds}".encode()))
+        return body
 
     async def _guard_instance(self) -> Any:
         """The guard, loaded on first use (its models take about a second), once."""
@@ -451,6 +488,9 @@ class Gateway:
                 ex.admission = self.governance.admission(principal, route.alias, op, body, len(raw), rid)
                 if ex.admission is not None:
                     ex.headers = await self.governance.admit(ex.admission)
+                guard = self._input_guards.get(route.alias)
+                if guard is not None and op == "chat":
+                    body = await self._guard_input(guard, body, ex)
                 if self.cache is not None and await self._from_cache(scope, send, route.alias, op, body, principal, ex):
                     return
                 deadline = time.monotonic() + self._timeout
@@ -678,6 +718,41 @@ async def _close(events: Any) -> None:
     aclose = getattr(events, "aclose", None)
     if aclose is not None:
         await aclose()
+
+
+def _check(guard: Any, text: str, stage: str) -> Any:
+    """A guard verdict, carrying the redacted text when the action is to redact."""
+    verdict = guard.check(text, stage)
+    if verdict.action == "redact":
+        verdict = verdict.model_copy(update={"redacted": guard.redact(text, verdict).text})
+    return verdict
+
+
+def _input_guards(settings: Settings) -> dict[str, Any]:
+    """A guard per alias whose guard is enabled; aliases with the same policy share one."""
+    configs = {a.name: a.guard or settings.guard for a in settings.models}
+    if not any(c.enabled for c in configs.values()):
+        return {}
+    from pydantic import ValidationError
+
+    from goldenpath.guard import Guard, GuardPolicy
+
+    built: dict[str, Any] = {}
+    guards: dict[str, Any] = {}
+    for alias, config in configs.items():
+        if not config.enabled:
+            continue
+        try:
+            policy = GuardPolicy.model_validate(config.policy)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ValueError(f"guard policy of model {alias!r}: {where}: {first['msg']}") from None
+        key = policy.model_dump_json()
+        if key not in built:
+            built[key] = Guard(policy)
+        guards[alias] = built[key]
+    return guards
 
 
 def _cache_control(scope: Scope) -> str | None:

@@ -54,6 +54,9 @@ class GatewayMetrics:
             "goldenpath_budget_alerts", "Budgets that went over their limit", ["scope"], registry=r
         )
         self.cache = Counter("goldenpath_cache", "Cache lookups", ["result"], registry=r)
+        self.guard = Counter(
+            "goldenpath_guard", "Input guard verdicts other than allow", ["action", "type"], registry=r
+        )
         self.records_dropped = Gauge(
             "goldenpath_records_dropped", "Request records dropped while the store was failing", registry=r
         )
