@@ -19,7 +19,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from goldenpath.evals._results import EvalInputError
+from goldenpath.evals._results import EvalInputError, reject_constant
 
 SHARED_DATA_ENV = "GOLDENPATH_SHARED_DATA"
 _FIELDS = ("id", "input", "expected", "metadata")
@@ -162,10 +162,6 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a number JSON allows")
-
-
 class _Collector:
     """Builds samples from records, reporting errors as ``FILE:LINE: reason``."""
 
@@ -217,7 +213,7 @@ def load_jsonl(path: str | Path, name: str | None = None) -> Dataset:
         if not raw.strip():
             continue
         try:
-            record = json.loads(raw, parse_constant=_reject_constant)
+            record = json.loads(raw, parse_constant=reject_constant)
         except ValueError as exc:
             raise DatasetError(f"{path}:{number}: not valid JSON: {exc}") from None
         if not isinstance(record, dict):
@@ -264,7 +260,7 @@ def load_csv(path: str | Path, name: str | None = None) -> Dataset:
             record["expected"] = cells["expected"]
         if cells.get("metadata", "").strip():
             try:
-                record["metadata"] = json.loads(cells["metadata"], parse_constant=_reject_constant)
+                record["metadata"] = json.loads(cells["metadata"], parse_constant=reject_constant)
             except ValueError as exc:
                 raise DatasetError(f"{path}:{start}: metadata is not valid JSON: {exc}") from None
         collector.add(start, record)

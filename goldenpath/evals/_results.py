@@ -47,7 +47,8 @@ class RunResults:
         return math.fsum(means.values()) / len(means)
 
 
-def _reject_constant(name: str) -> Any:
+def reject_constant(name: str) -> Any:
+    """``json.loads``'s ``parse_constant``: NaN and Infinity are not JSON numbers."""
     raise ValueError(f"{name} is not a number JSON allows")
 
 
@@ -90,7 +91,7 @@ def parse_results(text: str, source: str) -> RunResults:
             continue
         where = f"{source}:{number}"
         try:
-            line = json.loads(raw, parse_constant=_reject_constant)
+            line = json.loads(raw, parse_constant=reject_constant)
         except ValueError as exc:
             raise ResultsError(f"{where}: not valid JSON: {exc}") from None
         if not isinstance(line, dict):

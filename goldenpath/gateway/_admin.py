@@ -10,7 +10,7 @@ from urllib.parse import parse_qs
 import orjson
 
 from goldenpath.gateway._errors import APIError, invalid_request
-from goldenpath.gateway._validation import validate
+from goldenpath.gateway._validation import parse_json, validate
 from goldenpath.store import StoreError
 from goldenpath.tenancy import (
     KeySpec,
@@ -71,13 +71,7 @@ class AdminAPI:
         await send({"type": "http.response.body", "body": orjson.dumps(result)})
 
     async def _json(self, scope: Scope, receive: Receive) -> Any:
-        raw = await self.gw._read_body(scope, receive)
-        try:
-            return orjson.loads(raw or b"{}")
-        except orjson.JSONDecodeError as exc:
-            raise invalid_request(
-                f"We could not parse the JSON body of your request: {exc}.", code="invalid_json"
-            ) from None
+        return parse_json(await self.gw._read_body(scope, receive) or b"{}")
 
     async def _changed(self) -> None:
         await asyncio.to_thread(self.gw.keys.refresh)

@@ -28,6 +28,7 @@ from goldenpath.gateway._validation import (
     CompletionRequest,
     EmbeddingRequest,
     GuardCheckRequest,
+    parse_json,
     validate,
 )
 from goldenpath.providers import (
@@ -314,13 +315,7 @@ class Gateway:
 
     async def _guard_check(self, scope: Scope, receive: Receive, send: Send, rid: str) -> None:
         """A verdict only: which detectors fire on a text at a stage, and what the default policy would do."""
-        raw = await self._read_body(scope, receive)
-        try:
-            body = orjson.loads(raw or b"null")
-        except orjson.JSONDecodeError as exc:
-            raise invalid_request(
-                f"We could not parse the JSON body of your request: {exc}.", code="invalid_json"
-            ) from None
+        body = parse_json(await self._read_body(scope, receive) or b"null")
         validate(GuardCheckRequest, body)
         guard = await self._guard_instance()
         verdict = await asyncio.to_thread(_check, guard, body["input"], body.get("stage", "input"))
@@ -460,12 +455,7 @@ class Gateway:
         raw = await self._read_body(scope, receive)
         if not raw:
             raise invalid_request("The request body is empty; send a JSON object.", code="invalid_json")
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise invalid_request(
-                f"We could not parse the JSON body of your request: {exc}.", code="invalid_json"
-            ) from None
+        body = parse_json(raw)
         validate(schema, body)
         model = body["model"]
         now = time.time()

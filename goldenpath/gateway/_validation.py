@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from goldenpath.gateway._errors import APIError, invalid_request
@@ -106,6 +107,16 @@ class GuardCheckRequest(_Open):
 
     input: str = Field(min_length=1)
     stage: Literal["input", "context", "output"] = "input"
+
+
+def parse_json(raw: bytes) -> Any:
+    """The JSON body, or a 400 saying why it is not JSON."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise invalid_request(
+            f"We could not parse the JSON body of your request: {exc}.", code="invalid_json"
+        ) from None
 
 
 def _param(loc: tuple[int | str, ...]) -> str:
