@@ -253,6 +253,7 @@ def keys() -> None:
 @click.option("--soft-budget", is_flag=True, help="Alert when the budget is spent instead of refusing.")
 @click.option("--expires-in", help="e.g. 90d, 12h (default: never).")
 @click.option("--admin", is_flag=True, help="May call the /admin API.")
+@click.option("--group", "groups", multiple=True, help="A group of the key's principal (repeat); replaces its groups.")
 @_config_option
 def keys_create(
     tenant: str,
@@ -265,6 +266,7 @@ def keys_create(
     soft_budget: bool,
     expires_in: str | None,
     admin: bool,
+    groups: tuple[str, ...],
     config: Path | None,
 ) -> None:
     """Create a key; the key itself is printed once, alone on the last line."""
@@ -285,6 +287,7 @@ def keys_create(
             budget_hard=not soft_budget,
             expires_in=expires_in,
             admin=admin,
+            groups=list(groups) or None,
         )
         new = create_key(ring, spec, {m.name for m in settings.models})
     except (ValidationError, StoreError, ValueError) as exc:

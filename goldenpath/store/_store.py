@@ -203,18 +203,31 @@ class Store:
             rows = conn.execute(select(tenants).order_by(tenants.c.name)).mappings().all()
         return [Tenant(**r) for r in rows]
 
-    def ensure_principal(self, tenant: str, name: str, kind: str, now: float) -> str:
+    def ensure_principal(self, tenant: str, name: str, kind: str, now: float, groups: list[str] | None = None) -> str:
+        """The id of the tenant's principal of that name, created if new; ``groups`` replaces its groups when given."""
         with self.engine.begin() as conn:
             found = conn.execute(
                 select(principals.c.id).where(principals.c.tenant == tenant, principals.c.name == name)
             ).first()
             if found:
-                return str(found[0])
+                pid = str(found[0])
+                if groups is not None:
+                    conn.execute(update(principals).where(principals.c.id == pid).values(groups=sorted(set(groups))))
+                    self._bump(conn)
+                return pid
             pid = "pr_" + uuid.uuid4().hex[:16]
             conn.execute(
-                insert(principals).values(id=pid, tenant=tenant, name=name, kind=kind, groups=[], created_at=now)
+                insert(principals).values(
+                    id=pid, tenant=tenant, name=name, kind=kind, groups=sorted(set(groups or [])), created_at=now
+                )
             )
             return pid
+
+    def principal_groups(self) -> dict[str, list[str]]:
+        """Every principal's groups, by principal id."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(principals.c.id, principals.c.groups)).all()
+        return {str(pid): list(groups or []) for pid, groups in rows}
 
     # API keys
 

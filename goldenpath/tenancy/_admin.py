@@ -13,6 +13,7 @@ from goldenpath.tenancy._keys import KeyRing, NewKey
 
 MAX_LIMIT = 2**31 - 1  # what the store's integer columns hold
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)?\s*$")
+_GROUP = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, None: 1}
 
 
@@ -48,6 +49,18 @@ class KeySpec(_Input):
     budget_hard: bool = True
     expires_in: str | None = Field(default=None, description="e.g. 90d, 12h; never if unset.")
     admin: bool = False
+    groups: list[str] | None = Field(
+        default=None,
+        description="Groups of the key's principal (document access, Cedar); replaces them when given, kept if unset.",
+    )
+
+    @field_validator("groups")
+    @classmethod
+    def _group_names(cls, v: list[str] | None) -> list[str] | None:
+        for g in v or []:
+            if not _GROUP.match(g):
+                raise ValueError(f"group {g!r} must be 1-100 letters, digits, '.', '_', '-' or ':'")
+        return v
 
     @field_validator("expires_in")
     @classmethod
@@ -88,6 +101,7 @@ def create_key(ring: KeyRing, spec: KeySpec, known_models: set[str] | None = Non
         budget_hard=spec.budget_hard,
         expires_in_s=parse_duration(spec.expires_in) if spec.expires_in else None,
         is_admin=spec.admin,
+        groups=spec.groups,
     )
 
 

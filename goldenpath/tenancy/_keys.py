@@ -71,6 +71,8 @@ class Principal:
     tenant_tpm: int | None = None
     budgets: tuple[Budget, ...] = ()
     expires_at: float | None = None
+    principal_id: str | None = None  # the key's principal in the store (the admin key has none)
+    groups: frozenset[str] = frozenset()  # the principal's groups, for document access and Cedar policies
 
     def may_use(self, alias: str) -> bool:
         return self.models is None or alias in self.models
@@ -87,7 +89,7 @@ def _budgets(key: StoredKey, tenant: Tenant | None) -> tuple[Budget, ...]:
     return tuple(out)
 
 
-def principal_for(key: StoredKey, tenant: Tenant | None) -> Principal:
+def principal_for(key: StoredKey, tenant: Tenant | None, groups: frozenset[str] = frozenset()) -> Principal:
     return Principal(
         key_id=key.id,
         tenant=key.tenant,
@@ -100,6 +102,8 @@ def principal_for(key: StoredKey, tenant: Tenant | None) -> Principal:
         tenant_tpm=tenant.tpm if tenant else None,
         budgets=_budgets(key, tenant),
         expires_at=key.expires_at,
+        principal_id=key.principal_id,
+        groups=groups,
     )
 
 
@@ -126,7 +130,11 @@ class KeyRing:
     def refresh(self) -> None:
         version = self.store.version()
         tenant_rows = {t.name: t for t in self.store.list_tenants()}
-        self._by_hash = {k.key_hash: principal_for(k, tenant_rows.get(k.tenant)) for k in self.store.list_keys()}
+        groups = {pid: frozenset(g) for pid, g in self.store.principal_groups().items()}
+        self._by_hash = {
+            k.key_hash: principal_for(k, tenant_rows.get(k.tenant), groups.get(k.principal_id or "", frozenset()))
+            for k in self.store.list_keys()
+        }
         self.version = version
 
     def refresh_if_changed(self) -> bool:
@@ -192,11 +200,12 @@ class KeyRing:
         budget_hard: bool = True,
         expires_in_s: float | None = None,
         is_admin: bool = False,
+        groups: list[str] | None = None,
     ) -> NewKey:
         if self.store.get_tenant(tenant) is None:
             raise StoreError(f"tenant {tenant!r} does not exist; create it first (goldenpath tenants create {tenant})")
         now = time.time()
-        principal_id = self.store.ensure_principal(tenant, name, "service", now)
+        principal_id = self.store.ensure_principal(tenant, name, "service", now, groups)
         key = generate_key()
         record = StoredKey(
             id="key_" + uuid.uuid4().hex[:16],
