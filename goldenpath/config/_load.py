@@ -80,6 +80,9 @@ def load_settings(path: str | Path | None = None, env: dict[str, str] | None = N
     if env.get("GOLDENPATH_REDIS_URL"):
         raw["redis_url"] = env["GOLDENPATH_REDIS_URL"]
     try:
-        return Settings.model_validate(raw)
+        settings = Settings.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_format_errors(source, exc)) from exc
+    if path is not None:  # files named in the config are relative to it
+        settings = settings.model_copy(update={"policy": settings.policy.relative_to(Path(path).parent)})
+    return settings

@@ -156,6 +156,45 @@ def _default_models() -> list[ModelAlias]:
     ]
 
 
+class PolicyConfig(_Strict):
+    """Cedar authorization. With no ``files`` it is off and every authenticated key may do what its
+    scopes allow (today's behaviour); with files, Cedar decides every request and denies by default."""
+
+    files: list[Path] = Field(
+        default_factory=list,
+        description="Cedar policy files, or directories whose *.cedar files (recursively, sorted) are read.",
+    )
+    schema_file: Path | None = Field(
+        default=None, description="Cedar schema (.cedarschema text or .json); the shipped schema if unset."
+    )
+    entities_file: Path | None = Field(
+        default=None,
+        description="Cedar JSON entities that do not come from the key: group nesting, resource attributes.",
+    )
+    reload_interval_s: float = Field(
+        default=0.0, ge=0, description="How often the gateway checks the files for changes; 0: read only at start."
+    )
+    cache_size: int = Field(default=100_000, ge=0, description="Decisions kept until policies change; 0: no cache.")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.files)
+
+    def relative_to(self, base: Path) -> PolicyConfig:
+        """The same configuration with relative paths taken from ``base`` (the config file's folder)."""
+
+        def anchored(path: Path | None) -> Path | None:
+            return None if path is None or path.is_absolute() else base / path
+
+        return self.model_copy(
+            update={
+                "files": [anchored(f) or f for f in self.files],
+                "schema_file": anchored(self.schema_file) or self.schema_file,
+                "entities_file": anchored(self.entities_file) or self.entities_file,
+            }
+        )
+
+
 class Settings(_Strict):
     """The whole configuration. Every section has working defaults."""
 
@@ -169,6 +208,7 @@ class Settings(_Strict):
     redis_prefix: str = Field(default="gp", pattern=r"^[A-Za-z0-9_.-]+$", description="Namespace of our Redis keys.")
     cache: CacheConfig = Field(default_factory=CacheConfig)
     guard: GuardConfig = Field(default_factory=GuardConfig)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
     models: list[ModelAlias] = Field(default_factory=_default_models)
 
     @model_validator(mode="after")

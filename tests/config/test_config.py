@@ -121,3 +121,16 @@ def test_unset_api_key_env_is_reported_at_start(tmp_path: Path) -> None:
 @pytest.mark.parametrize("example", sorted((Path(__file__).parents[2] / "examples").glob("*.yaml")))
 def test_examples_are_valid(example: Path) -> None:
     load_settings(example, env={})
+
+
+def test_policy_files_are_relative_to_the_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "conf" / "gp.yaml"
+    config.parent.mkdir()
+    config.write_text(
+        "policy:\n  files: [policies/, /etc/abs.cedar]\n  schema_file: schema.cedarschema\n", encoding="utf-8"
+    )
+    policy = load_settings(config, env={}).policy
+    assert policy.files == [config.parent / "policies", Path("/etc/abs.cedar")]
+    assert policy.schema_file == config.parent / "schema.cedarschema"
+    assert policy.entities_file is None
+    assert not load_settings(None, env={}).policy.enabled
