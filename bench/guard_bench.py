@@ -7,7 +7,10 @@ paths do real work. Each ``Guard.check(text, "input")`` is timed with ``time.per
 warm-up, cycling through the prompts ``--rounds`` times; the process is pinned to one CPU and
 onnxruntime runs one thread. Reported: p50/p95/p99 per size, the share of checks that escalated
 to the MiniLM head, and each detector's p50/p95 alone. ``--presidio`` also times Presidio's
-``AnalyzerEngine`` as is (blank spaCy pipeline, same recognizers) on the same prompts.
+``AnalyzerEngine`` as is (blank spaCy pipeline, same recognizers) on the same prompts. The same texts
+are also checked at the context stage (injection in document mode + PII + secrets), at the output
+stage (toxicity + PII + secrets), and streamed through a ``StreamGuard`` in 4-character deltas (the
+time for the whole answer, and per delta).
 
 Run: ``.venv/bin/python bench/guard_bench.py [--rounds 4] [--presidio] [--data ../shared/data/prompt-injection]``
 """
@@ -23,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from goldenpath.guard import Guard
+from goldenpath.guard import Guard, StreamGuard
 from goldenpath.guard._features import make_embedder
 from goldenpath.guard._train import DEFAULT_DATA, load_examples
 
@@ -110,6 +113,13 @@ def main() -> None:
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     guard = Guard()
+
+    def stream(text: str) -> None:
+        sg = StreamGuard(guard)
+        for i in range(0, len(text), 4):
+            sg.feed(text[i : i + 4])
+        sg.finish()
+
     assert guard.injection is not None and guard.pii is not None and guard.secrets is not None
     injection, pii, secrets = guard.injection, guard.pii, guard.secrets
     print(f"one core (pid pinned), onnxruntime 1 thread; {args.count} prompts per size x {args.rounds} rounds")
@@ -123,6 +133,11 @@ def main() -> None:
             "pii": percentiles(timed(pii.detect, texts, args.rounds)),
             "secrets": percentiles(timed(secrets.detect, texts, args.rounds)),
         }
+        stages = {
+            "context stage": percentiles(timed(lambda t: guard.check(t, "context"), texts, args.rounds)),
+            "output stage": percentiles(timed(lambda t: guard.check(t, "output"), texts, args.rounds)),
+            "stream, whole answer": percentiles(timed(stream, texts, 1)),
+        }
         flagged = sum(guard.check(t).action == "block" for t in texts)
         print(
             f"\n{size} tokens ({statistics.fmean(len(t) for t in texts):.0f} chars): whole pipeline "
@@ -131,6 +146,10 @@ def main() -> None:
         )
         for name, stats in parts.items():
             print(f"  {name:9s} " + " ".join(f"{k} {v:.2f} ms" for k, v in stats.items()))
+        for name, stats in stages.items():
+            print(f"  {name}: " + " ".join(f"{k} {v:.2f} ms" for k, v in stats.items()))
+        deltas = statistics.fmean(len(t) for t in texts) / 4
+        print(f"  stream per 4-char delta (mean): {stages['stream, whole answer']['mean'] / deltas * 1000:.1f} us")
         if args.presidio:
             stats = percentiles(timed(presidio_analyze(), texts, 1))
             print("  presidio AnalyzerEngine as is: " + " ".join(f"{k} {v:.2f} ms" for k, v in stats.items()))

@@ -97,8 +97,10 @@ class CacheConfig(_Strict):
 
 
 class GuardConfig(_Strict):
-    """Guards on the request path (input stage: the user messages). ``policy`` is a
-    ``goldenpath.guard.GuardPolicy`` (detectors, thresholds, actions), validated at start."""
+    """Guards on the request path: user messages (input stage), tool results (context stage) and
+    answers, streamed ones included (output stage). ``policy`` is a ``goldenpath.guard.GuardPolicy``
+    (detectors, thresholds, actions and stages per detector, stream checking), validated at start;
+    ``{}`` means the default policy (see docs/guard.md, "Default guards")."""
 
     enabled: bool = False
     policy: dict[str, Any] = Field(default_factory=dict)

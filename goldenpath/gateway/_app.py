@@ -23,6 +23,14 @@ from goldenpath.config import CacheConfig, Settings
 from goldenpath.gateway._admin import AdminAPI
 from goldenpath.gateway._errors import APIError, invalid_request
 from goldenpath.gateway._governance import Governance, cost_usd
+from goldenpath.gateway._guarding import (
+    GuardState,
+    StreamFilter,
+    build_guards,
+    check,
+    guard_request,
+    guard_response_async,
+)
 from goldenpath.gateway._validation import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -102,6 +110,7 @@ class _Exchange:
     admission: Admission | None = None
     usage: Usage | None = None
     cache: CacheConfig | None = None  # set when the answer should be written to the cache
+    guard: GuardState | None = None  # set when the alias has guards on
 
 
 # A random per-process prefix and a counter: unique across replicas and restarts, no syscall per request.
@@ -142,7 +151,7 @@ class Gateway:
         self._cache_writes: set[asyncio.Task[None]] = set()
         self._guard: Any = None
         self._guard_lock = asyncio.Lock()
-        self._input_guards = _input_guards(settings)
+        self._guards = build_guards(settings)
         self._redis: Any = None
         self._background: list[asyncio.Task[None]] = []
         self.generated_admin_key: str | None = None
@@ -183,9 +192,8 @@ class Gateway:
         )
         await self.governance.seed_budgets()
         await self._start_cache()
-        for guard in {id(g): g for g in self._input_guards.values()}.values():
-            if guard.injection is not None:
-                await asyncio.to_thread(guard.injection.warm)
+        for guard in {id(g): g for g in self._guards.values()}.values():
+            await asyncio.to_thread(guard.warm)
         self._background.append(asyncio.create_task(self._watch_keys(), name="watch-keys"))
         self.recorder.start()
         # Remote pools open at once; local models load in the background while /readyz says so.
@@ -318,41 +326,8 @@ class Gateway:
         body = parse_json(await self._read_body(scope, receive) or b"null")
         validate(GuardCheckRequest, body)
         guard = await self._guard_instance()
-        verdict = await asyncio.to_thread(_check, guard, body["input"], body.get("stage", "input"))
+        verdict = await asyncio.to_thread(check, guard, body["input"], body.get("stage", "input"))
         await _respond(send, 200, verdict.model_dump_json().encode(), [_JSON, (b"x-request-id", rid.encode())])
-
-    async def _guard_input(self, guard: Any, body: dict[str, Any], ex: _Exchange) -> dict[str, Any]:
-        """Check each user message; block, or send redacted messages on, or flag with a header."""
-        messages = body["messages"]
-        texts = [
-            (i, m["content"]) for i, m in enumerate(messages) if m["role"] == "user" and isinstance(m["content"], str)
-        ]
-        if not texts:
-            return body
-        verdicts = await asyncio.to_thread(lambda: [_check(guard, text, "input") for _, text in texts])
-        fired = [(v.action, d.type) for v in verdicts if v.flagged for d in v.detections]
-        if not fired:
-            return body
-        for action, kind in fired:
-            self.metrics.guard.labels(action, kind).inc()
-        kinds = ",".join(sorted({kind for _, kind in fired}))
-        actions = {action for action, _ in fired}
-        if "block" in actions:
-            raise APIError(
-                400,
-                f"The request was blocked by the input guard ({kinds}).",
-                code="guard_blocked",
-                headers=[(b"x-goldenpath-guard", f"block:{kinds}".encode())],
-            )
-        if "redact" in actions:
-            messages = list(messages)
-            for (i, _), verdict in zip(texts, verdicts, strict=True):
-                if verdict.redacted is not None:
-                    messages[i] = {**messages[i], "content": verdict.redacted}
-            body = {**body, "messages": messages}
-        worst = "redact" if "redact" in actions else "flag"
-        ex.headers.append((b"x-goldenpath-guard", f"{worst}:{kinds}".encode()))
-        return body
 
     async def _guard_instance(self) -> Any:
         """The guard, loaded on first use (its models take about a second), once."""
@@ -478,9 +453,12 @@ class Gateway:
                 ex.admission = self.governance.admission(principal, route.alias, op, body, len(raw), rid)
                 if ex.admission is not None:
                     ex.headers = await self.governance.admit(ex.admission)
-                guard = self._input_guards.get(route.alias)
-                if guard is not None and op == "chat":
-                    body = await self._guard_input(guard, body, ex)
+                guard = self._guards.get(route.alias)
+                if guard is not None and op != "embeddings":
+                    ex.guard = GuardState(guard)
+                    if op == "chat":
+                        body, headers = await guard_request(ex.guard, body)
+                        ex.headers += headers
                 if self.cache is not None and await self._from_cache(scope, send, route.alias, op, body, principal, ex):
                     return
                 deadline = time.monotonic() + self._timeout
@@ -489,8 +467,15 @@ class Gateway:
                 else:
                     response = await self.router.call(route, op, body, ex.outcome, deadline)
                     ex.usage = response.usage
-                    await _respond(send, 200, response.body, self._headers(ex))
-                    self._cache_write(principal.tenant, op, body, response.body, ex)
+                    answer = response.body
+                    if ex.guard is not None and ex.guard.checks_output:
+                        answer, headers, cacheable = await guard_response_async(ex.guard, answer)
+                        ex.headers += headers
+                        ex.cache = ex.cache if cacheable else None
+                        if any(d.stage == "output" and d.action == "block" for d in ex.guard.decisions):
+                            record.error_type = "content_filter"
+                    await _respond(send, 200, answer, self._headers(ex))
+                    self._cache_write(principal.tenant, op, body, answer, ex)
             except UnknownModel as exc:
                 raise APIError(404, str(exc), code="model_not_found", param="model") from None
             except UnsupportedOperation as exc:
@@ -624,12 +609,13 @@ class Gateway:
 
         watcher = asyncio.ensure_future(receive())
         watcher.add_done_callback(on_disconnect)
+        guarded = StreamFilter(ex.guard) if ex.guard is not None and ex.guard.checks_output else None
+        if guarded is not None and ex.guard is not None and ex.guard.mapping:
+            ex.cache = None  # the answer carries restored values: never replay it to anyone else
         assembler = StreamAssembler(max_bytes=ex.cache.max_entry_bytes) if ex.cache is not None else None
         event: bytes | None = first
         try:
             while event is not None:
-                if assembler is not None:
-                    assembler.feed(event)
                 if b'"usage"' in event:
                     parsed = orjson.loads(event)
                     found = usage_from(parsed)
@@ -638,10 +624,28 @@ class Gateway:
                         if not wants_usage and not parsed.get("choices"):
                             event = await anext(events, None)
                             continue
-                await send({"type": "http.response.body", "body": b"data: " + event + b"\n\n", "more_body": True})
+                if guarded is None:
+                    outs: list[bytes] = [event]
+                elif guarded.inline:
+                    outs = guarded.on_event(event)
+                else:
+                    outs = await asyncio.to_thread(guarded.on_event, event)
+                for out in outs:
+                    if assembler is not None:
+                        assembler.feed(out)
+                    await send({"type": "http.response.body", "body": b"data: " + out + b"\n\n", "more_body": True})
+                if guarded is not None and guarded.blocked:
+                    ex.record.error_type = "content_filter"
+                    await _close(events)  # stop the generation: nothing more will be sent
+                    break
                 event = await anext(events, None)
+            if guarded is not None and not guarded.blocked:
+                for out in guarded.end():
+                    if assembler is not None:
+                        assembler.feed(out)
+                    await send({"type": "http.response.body", "body": b"data: " + out + b"\n\n", "more_body": True})
             await send({"type": "http.response.body", "body": _DONE, "more_body": False})
-            if assembler is not None:
+            if assembler is not None and not (guarded is not None and guarded.blocked):
                 self._cache_write(ex.record.tenant or "", op, body, assembler.result(), ex)
         except asyncio.CancelledError:
             if not gone:
@@ -680,6 +684,8 @@ class Gateway:
             record.prompt_tokens = usage.prompt_tokens
             record.completion_tokens = usage.completion_tokens
         self.recorder.add(record)
+        if ex.guard is not None:
+            ex.guard.finish(ex.rid, record.model, self.metrics)
         m = self.metrics
         model = record.model if record.model in self.router.routes else "unknown"
         dep = outcome.deployment
@@ -708,41 +714,6 @@ async def _close(events: Any) -> None:
     aclose = getattr(events, "aclose", None)
     if aclose is not None:
         await aclose()
-
-
-def _check(guard: Any, text: str, stage: str) -> Any:
-    """A guard verdict, carrying the redacted text when the action is to redact."""
-    verdict = guard.check(text, stage)
-    if verdict.action == "redact":
-        verdict = verdict.model_copy(update={"redacted": guard.redact(text, verdict).text})
-    return verdict
-
-
-def _input_guards(settings: Settings) -> dict[str, Any]:
-    """A guard per alias whose guard is enabled; aliases with the same policy share one."""
-    configs = {a.name: a.guard or settings.guard for a in settings.models}
-    if not any(c.enabled for c in configs.values()):
-        return {}
-    from pydantic import ValidationError
-
-    from goldenpath.guard import Guard, GuardPolicy
-
-    built: dict[str, Any] = {}
-    guards: dict[str, Any] = {}
-    for alias, config in configs.items():
-        if not config.enabled:
-            continue
-        try:
-            policy = GuardPolicy.model_validate(config.policy)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise ValueError(f"guard policy of model {alias!r}: {where}: {first['msg']}") from None
-        key = policy.model_dump_json()
-        if key not in built:
-            built[key] = Guard(policy)
-        guards[alias] = built[key]
-    return guards
 
 
 def _cache_control(scope: Scope) -> str | None:

@@ -15,6 +15,11 @@ from goldenpath.providers.onnx_embeddings import OnnxEmbedder
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 WEIGHTS_FILE = "injection.npz"
+# Documents (retrieved chunks, tool results, answers) are read in overlapping windows about the length
+# of the training prompts, by the n-gram head only: see ``score_document``.
+DOC_WINDOW = 600
+DOC_STRIDE = 300
+DOC_THRESHOLD = 0.9
 
 
 def _sigmoid(x: float) -> float:
@@ -69,6 +74,41 @@ class InjectionDetector:
         vector = embed(self._embedder_or_load(), [normalized])[0]
         logit = float(values @ self._full_lex[idx]) + self._full_b
         return _sigmoid(logit + float(vector @ self._full_emb))
+
+    def fast_probability(self, normalized: str) -> float:
+        """The n-gram head alone (no MiniLM), for an already normalized text."""
+        idx, values = hashed(normalized)
+        return _sigmoid(float(values @ self._fast_w[idx]) + self._fast_b)
+
+    def score_document(self, text: str) -> tuple[float, str]:
+        """(score, reason) for a document rather than a prompt.
+
+        The training data are prompts; read whole, long code and technical prose look like long
+        jailbreak templates to the n-gram head (10% of 1,500-character code/docs excerpts over the
+        prompt threshold), while an injection hidden in a long document is diluted. So a document is
+        scored as the maximum of the n-gram head over windows of ``DOC_WINDOW`` characters every
+        ``DOC_STRIDE``, and is meant to be compared with ``DOC_THRESHOLD``; the rules still read the whole
+        text, except that the bare word "jailbreak" is taken as a mention. No MiniLM escalation: its
+        128-token window says little about a document and costs ~35 ms.
+        """
+        normalized = normalize(text)
+        hit = match_rules(normalized.text, documents=True)
+        best, reason = (hit.score, hit.family) if hit else (0.0, "classifier")
+        body = normalized.text
+        starts = range(0, max(1, len(body) - DOC_WINDOW + DOC_STRIDE), DOC_STRIDE)
+        for start in starts:
+            model = self.fast_probability(body[start : start + DOC_WINDOW])
+            if model > best:
+                best, reason = model, "classifier"
+        for _, _, decoded in decoded_payloads(body):
+            inner = normalize(decoded).text
+            inner_hit = match_rules(inner, documents=True)
+            inner_score = max(inner_hit.score if inner_hit else 0.0, self.fast_probability(inner))
+            if inner_score > best:
+                best, reason = inner_score, "encoded_payload:base64"
+        if normalized.obfuscated:
+            reason += "+obfuscated"
+        return best, reason
 
     def detect(self, text: str) -> Detection | None:
         """A detection covering the whole text when its score reaches the threshold, else None."""

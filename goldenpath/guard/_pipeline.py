@@ -7,12 +7,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from goldenpath.guard._injection import InjectionDetector
+from goldenpath.guard._features import make_embedder
+from goldenpath.guard._injection import DOC_THRESHOLD, InjectionDetector
+from goldenpath.guard._moderation import DenyListDetector, ToxicityDetector
 from goldenpath.guard._pii import ENTITIES, PIIDetector
 from goldenpath.guard._secrets import SecretsDetector
-from goldenpath.guard._types import Action, Detection, DetectionType, Stage, Verdict
+from goldenpath.guard._topics import TopicDetector
+from goldenpath.guard._types import Action, Decision, Detection, DetectionType, Stage, Verdict
+from goldenpath.providers.onnx_embeddings import OnnxEmbedder
 
 Style = Literal["redact", "mask", "placeholder"]
 _SEVERITY: dict[Action, int] = {"allow": 0, "flag": 1, "redact": 2, "block": 3}
@@ -31,6 +35,8 @@ class InjectionPolicy(_DetectorPolicy):
     action: Action = "block"
     stages: frozenset[Stage] = frozenset({"input", "context"})
     threshold: float | None = Field(default=None, ge=0.0, le=1.0)  # None: the artifact's own threshold
+    # Context and output texts are documents, scored in windows by the n-gram head (score_document).
+    document_threshold: float = Field(default=DOC_THRESHOLD, ge=0.0, le=1.0)
 
 
 class PIIPolicy(_DetectorPolicy):
@@ -38,6 +44,8 @@ class PIIPolicy(_DetectorPolicy):
     style: Style = "placeholder"
     min_score: float = Field(default=0.4, ge=0.0, le=1.0)  # Presidio scores: phone 0.4, IP 0.6, checksums 1.0
     entities: tuple[str, ...] = ENTITIES
+    # Placeholders put in at the input stage are replaced by the original values in the response.
+    restore: bool = True
 
 
 class SecretsPolicy(_DetectorPolicy):
@@ -45,6 +53,73 @@ class SecretsPolicy(_DetectorPolicy):
     style: Style = "redact"
     min_score: float = Field(default=0.5, ge=0.0, le=1.0)  # 0.99 known token formats, 0.6 high entropy
     entropy: bool = True
+
+
+class ToxicityPolicy(_DetectorPolicy):
+    """Offensive language (alt-profanity-check's model); by default answers only."""
+
+    action: Action = "block"
+    stages: frozenset[Stage] = frozenset({"output"})
+    threshold: float = Field(default=0.9, ge=0.0, le=1.0)
+
+
+class DenyListPolicy(_DetectorPolicy):
+    """Terms (whole words, case-insensitive) and regular expressions; runs only when it lists some."""
+
+    action: Action = "block"
+    terms: tuple[str, ...] = ()
+    patterns: tuple[str, ...] = ()
+
+    @field_validator("terms")
+    @classmethod
+    def _terms(cls, terms: tuple[str, ...]) -> tuple[str, ...]:
+        for i, term in enumerate(terms):
+            if not term.strip():
+                raise ValueError(f"terms[{i}] is empty")
+        return terms
+
+    @field_validator("patterns")
+    @classmethod
+    def _patterns(cls, patterns: tuple[str, ...]) -> tuple[str, ...]:
+        for i, pattern in enumerate(patterns):
+            try:
+                compiled = re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"patterns[{i}] is not a valid regular expression: {exc}") from None
+            if compiled.match(""):
+                raise ValueError(f"patterns[{i}] matches the empty string")
+        return patterns
+
+
+class TopicPolicy(_DetectorPolicy):
+    """Topics by MiniLM similarity; runs (and loads MiniLM) only when it lists some.
+
+    ``deny``: a text about one of these fires. ``allow``: a text about none of these fires.
+    """
+
+    action: Action = "block"
+    stages: frozenset[Stage] = frozenset({"input"})
+    deny: tuple[str, ...] = ()
+    allow: tuple[str, ...] = ()
+    threshold: float = Field(default=0.3, ge=-1.0, le=1.0)  # cosine similarity
+
+    @field_validator("deny", "allow")
+    @classmethod
+    def _topics(cls, topics: tuple[str, ...]) -> tuple[str, ...]:
+        for i, topic in enumerate(topics):
+            if not topic.strip():
+                raise ValueError(f"topic {i} is empty")
+        return topics
+
+
+class StreamPolicy(BaseModel):
+    """How a streamed answer is checked: see ``StreamGuard``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    hold_chars: int = Field(default=64, ge=0, le=4096)  # never sent until this much text follows it
+    check_chars: int = Field(default=200, ge=1, le=65536)  # check at least every this many new characters
+    context_chars: int = Field(default=300, ge=0, le=65536)  # already-sent text re-read with the new text
 
 
 class GuardPolicy(BaseModel):
@@ -55,6 +130,10 @@ class GuardPolicy(BaseModel):
     injection: InjectionPolicy = InjectionPolicy()
     pii: PIIPolicy = PIIPolicy()
     secrets: SecretsPolicy = SecretsPolicy()
+    toxicity: ToxicityPolicy = ToxicityPolicy()
+    deny_list: DenyListPolicy = DenyListPolicy()
+    topics: TopicPolicy = TopicPolicy()
+    stream: StreamPolicy = StreamPolicy()
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +151,8 @@ class Redaction:
 
 
 def _label(detection: Detection) -> str:
+    if detection.type not in ("pii", "secret"):
+        return detection.type.upper()  # a deny-list entry or a topic: name the kind, not the policy entry
     return re.sub(r"[^A-Z0-9]+", "_", detection.detail.upper()).strip("_") or detection.type.upper()
 
 
@@ -82,17 +163,26 @@ def _mask(value: str) -> str:
 
 
 def redact(
-    text: str, detections: Iterable[Detection], style: Style | Mapping[DetectionType, Style] = "placeholder"
+    text: str,
+    detections: Iterable[Detection],
+    style: Style | Mapping[DetectionType, Style] = "placeholder",
+    mapping: Mapping[str, str] | None = None,
 ) -> Redaction:
     """Replace each detected span: ``<EMAIL_ADDRESS>`` (redact), ``****-****-****-1111`` (mask), or
     ``<EMAIL_ADDRESS_1>`` (placeholder; equal values share one, restorable with the mapping).
     ``style`` may differ per detection type. Overlapping spans: the first (then longest) wins.
-    Whole-text detections (injection) are skipped."""
+    Whole-text detections (injection) are skipped. ``mapping``: placeholders already given out (by
+    other messages of the same request); their values keep their placeholder and numbering goes on,
+    and the returned mapping includes them."""
     spans = sorted((d for d in detections if d.type != "prompt_injection"), key=lambda d: (d.start, -d.end))
     parts: list[str] = []
-    mapping: dict[str, str] = {}
+    mapping = dict(mapping or {})
     by_value: dict[tuple[str, str], str] = {}
     counters: dict[str, int] = {}
+    for placeholder, value in mapping.items():
+        label, _, number = placeholder[1:-1].rpartition("_")
+        by_value[(label, value)] = placeholder
+        counters[label] = max(counters.get(label, 0), int(number))
     cursor = 0
     for d in spans:
         if d.start < cursor or d.end > len(text):
@@ -131,6 +221,8 @@ class Guard:
 
     The verdict's action is the most severe action among the detectors that fired
     (block > redact > flag > allow); ``flagged`` is true when that is not ``allow``.
+    Detectors a policy leaves off are not built; the topic detector loads MiniLM on first use
+    (or ``warm``), sharing the injection detector's model when there is one.
     """
 
     def __init__(
@@ -140,31 +232,83 @@ class Guard:
         injection: InjectionDetector | None = None,
         pii: PIIDetector | None = None,
         secrets: SecretsDetector | None = None,
+        toxicity: ToxicityDetector | None = None,
     ) -> None:
         self.policy = policy or GuardPolicy()
         p = self.policy
         self.injection = injection or (InjectionDetector() if p.injection.enabled else None)
         self.pii = pii or (PIIDetector(p.pii.entities) if p.pii.enabled else None)
         self.secrets = secrets or (SecretsDetector(entropy=p.secrets.entropy) if p.secrets.enabled else None)
+        self.toxicity = toxicity or (ToxicityDetector() if p.toxicity.enabled else None)
+        listed = p.deny_list.terms or p.deny_list.patterns
+        self.deny_list = DenyListDetector(p.deny_list.terms, p.deny_list.patterns) if listed else None
+        topics = p.topics.deny or p.topics.allow
+        self.topics = TopicDetector(p.topics.deny, p.topics.allow, embedder=self._embedder) if topics else None
 
-    def _actions(self) -> dict[DetectionType, _DetectorPolicy]:
-        return {"prompt_injection": self.policy.injection, "pii": self.policy.pii, "secret": self.policy.secrets}
+    def _embedder(self) -> OnnxEmbedder:
+        if self.injection is not None:
+            return self.injection._embedder_or_load()
+        return make_embedder()
+
+    def _policies(self) -> dict[DetectionType, _DetectorPolicy]:
+        p = self.policy
+        return {
+            "prompt_injection": p.injection,
+            "pii": p.pii,
+            "secret": p.secrets,
+            "toxicity": p.toxicity,
+            "deny_list": p.deny_list,
+            "topic": p.topics,
+        }
+
+    def _runs(self, kind: DetectionType, stage: Stage) -> bool:
+        detector = {
+            "prompt_injection": self.injection,
+            "pii": self.pii,
+            "secret": self.secrets,
+            "toxicity": self.toxicity,
+            "deny_list": self.deny_list,
+            "topic": self.topics,
+        }[kind]
+        policy = self._policies()[kind]
+        return detector is not None and policy.enabled and stage in policy.stages
+
+    def runs_at(self, stage: Stage) -> bool:
+        """Whether any detector runs at this stage (when none does, the stage can be skipped)."""
+        return any(self._runs(kind, stage) for kind in self._policies())
+
+    def warm(self) -> None:
+        """Load what would otherwise load on the first request: MiniLM (~0.5 s) and the topic vectors."""
+        if self.injection is not None:
+            self.injection.warm()
+        if self.topics is not None:
+            self.topics.warm()
 
     def check(self, text: str, stage: Stage = "input") -> Verdict:
         p = self.policy
         detections: list[Detection] = []
-        if self.secrets is not None and p.secrets.enabled and stage in p.secrets.stages:
+        if self.secrets is not None and self._runs("secret", stage):
             detections += [d for d in self.secrets.detect(text) if d.score >= p.secrets.min_score]
-        if self.pii is not None and p.pii.enabled and stage in p.pii.stages:
+        if self.pii is not None and self._runs("pii", stage):
             detections += self.pii.detect(text, p.pii.min_score)
-        if self.injection is not None and p.injection.enabled and stage in p.injection.stages:
-            score, reason = self.injection.score(text)
-            threshold = p.injection.threshold if p.injection.threshold is not None else self.injection.threshold
+        if self.deny_list is not None and self._runs("deny_list", stage):
+            detections += self.deny_list.detect(text)
+        if self.toxicity is not None and self._runs("toxicity", stage):
+            detections += self.toxicity.detect(text, p.toxicity.threshold)
+        if self.injection is not None and self._runs("prompt_injection", stage):
+            if stage == "input":
+                score, reason = self.injection.score(text)
+                threshold = p.injection.threshold if p.injection.threshold is not None else self.injection.threshold
+            else:
+                score, reason = self.injection.score_document(text)
+                threshold = p.injection.document_threshold
             if score >= threshold:
                 detections.append(
                     Detection(type="prompt_injection", score=round(score, 4), start=0, end=len(text), detail=reason)
                 )
-        policies = self._actions()
+        if self.topics is not None and self._runs("topic", stage):
+            detections += self.topics.detect(text, p.topics.threshold)
+        policies = self._policies()
         action: Action = "allow"
         for d in detections:
             candidate = policies[d.type].action
@@ -172,12 +316,35 @@ class Guard:
                 action = candidate
         return Verdict(flagged=action != "allow", action=action, detections=sorted(detections, key=lambda d: d.start))
 
-    def redact(self, text: str, verdict: Verdict) -> Redaction:
-        """Apply each redacting detector's style to its own detections (others are left in place)."""
+    def decisions(self, verdict: Verdict, stage: Stage) -> list[Decision]:
+        """What to record about a verdict: per detection its detector's action, score and kind, no text."""
+        policies = self._policies()
+        return [
+            Decision(stage=stage, type=d.type, action=policies[d.type].action, score=d.score, detail=d.detail)
+            for d in verdict.detections
+        ]
+
+    def redact(
+        self, text: str, verdict: Verdict, mapping: Mapping[str, str] | None = None, *, stage: Stage = "input"
+    ) -> Redaction:
+        """Apply each redacting detector's style to its own detections (others are left in place).
+
+        PII and secrets use their policy's style; deny-list, toxicity and topic spans become ``<TYPE>``.
+        Placeholders are given out at the input stage only (they exist to be restored in the answer);
+        at the context and output stages the placeholder style redacts (``<EMAIL_ADDRESS>``).
+        ``mapping``: placeholders given out earlier in the same request (see ``redact``).
+        """
         p = self.policy
+
+        def style(chosen: Style) -> Style:
+            return "redact" if chosen == "placeholder" and stage != "input" else chosen
+
         styles: dict[DetectionType, Style] = {}
         if p.secrets.action == "redact":
-            styles["secret"] = p.secrets.style
+            styles["secret"] = style(p.secrets.style)
         if p.pii.action == "redact":
-            styles["pii"] = p.pii.style
-        return redact(text, [d for d in verdict.detections if d.type in styles], styles)
+            styles["pii"] = style(p.pii.style)
+        for kind in ("toxicity", "deny_list", "topic"):
+            if self._policies()[kind].action == "redact":
+                styles[kind] = "redact"
+        return redact(text, [d for d in verdict.detections if d.type in styles], styles, mapping)

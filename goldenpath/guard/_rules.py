@@ -135,12 +135,18 @@ class RuleHit:
     end: int
 
 
-def match_rules(text: str) -> RuleHit | None:
-    """The strongest rule that matches, or None."""
+# The bare word: in a prompt it signals intent; in a document (an article or code about jailbreaks) it is a mention.
+_MENTION = re.compile(r"jailbr(?:ea|o)k(?:ed|en)?", re.IGNORECASE)
+
+
+def match_rules(text: str, *, documents: bool = False) -> RuleHit | None:
+    """The strongest rule that matches, or None. ``documents``: bare mentions of "jailbreak" do not count."""
     best: RuleHit | None = None
     for rule in RULES:
         for anchor in rule.anchor.finditer(text):
             m = rule.pattern.match(text, anchor.start())
+            if m is not None and documents and _MENTION.fullmatch(m.group(0)):
+                continue
             if m is not None:
                 if best is None or rule.score > best.score:
                     best = RuleHit(rule.family, rule.score, m.start(), m.end())
