@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from goldenpath.evals import Dataset, Sample, ScorerSpec, Target, Task, run_task
+from goldenpath.evals import Dataset, GatewayTarget, Sample, ScorerSpec, Task, run_task
 from tests.evals.fake_openai import serve
 
 
@@ -38,7 +38,7 @@ def measure(items: int, delay_ms: float, concurrency: int, home: Path) -> tuple[
             name="cache-bench",
             dataset=Dataset(name="bench", samples=samples),
             prompt="{{ question }}",
-            target=Target(model="fake-model", base_url=fake.base_url),
+            target=GatewayTarget(model="fake-model", base_url=fake.base_url),
             scorers=(ScorerSpec(name="exact_match"), ScorerSpec(name="squad")),
             max_concurrency=concurrency,
         )

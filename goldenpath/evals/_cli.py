@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
 import numpy as np
@@ -14,10 +15,22 @@ import numpy as np
 from goldenpath.evals._compare import MetricSpec, _seed_sequence, compare_runs
 from goldenpath.evals._gate import run_gate
 from goldenpath.evals._report import HTML_FILE, JUNIT_FILE, MARKDOWN_FILE
-from goldenpath.evals._results import EvalInputError, load_results
-from goldenpath.evals._runner import RESULTS_FILE, RUN_FILE, default_cache_path, export_results, run_task
+from goldenpath.evals._results import EvalInputError, RunResults, load_results
+from goldenpath.evals._runner import (
+    RESULTS_FILE,
+    RUN_FILE,
+    default_cache_path,
+    export_results,
+    load_run_results,
+    resolve_run,
+    run_task,
+)
+from goldenpath.evals._scorers import detection_summary
 from goldenpath.evals._stats import bootstrap_ci
-from goldenpath.evals._task import load_task
+from goldenpath.evals._targets import CollectionTarget, RetrievalTarget
+from goldenpath.evals._task import TaskError, load_task
+
+RUN_HELP = "a result file (JSONL), a run directory or a run id"
 
 EXIT_FAIL = 1
 EXIT_BAD_INPUT = 2
@@ -30,10 +43,8 @@ def _bad_input(exc: EvalInputError) -> NoReturn:
 
 @click.command("gate")
 @click.argument("gate", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--candidate", required=True, type=click.Path(path_type=Path), help="The candidate's result file.")
-@click.option(
-    "--baseline", type=click.Path(path_type=Path), help="The baseline's result file (needed by max_drop rules)."
-)
+@click.option("--candidate", required=True, help=f"The candidate: {RUN_HELP}.")
+@click.option("--baseline", help=f"The baseline: {RUN_HELP} (needed by max_drop rules).")
 @click.option(
     "--out-dir",
     type=click.Path(path_type=Path, file_okay=False),
@@ -41,7 +52,7 @@ def _bad_input(exc: EvalInputError) -> NoReturn:
     show_default=True,
     help=f"Where {JUNIT_FILE}, {MARKDOWN_FILE} and {HTML_FILE} are written.",
 )
-def gate_command(gate: Path, candidate: Path, baseline: Path | None, out_dir: Path) -> None:
+def gate_command(gate: Path, candidate: str, baseline: str | None, out_dir: Path) -> None:
     """Check the candidate's results against the GATE file; exit 0 on pass, 1 on fail, 2 on bad input."""
     try:
         result = run_gate(gate, candidate, baseline, out_dir)
@@ -61,23 +72,24 @@ def _cell(value: float, signed: bool = False) -> str:
 
 
 @click.command("compare")
-@click.argument("candidate", type=click.Path(path_type=Path, dir_okay=False))
-@click.argument("baseline", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("candidate")
+@click.argument("baseline")
 @click.option("--confidence", type=click.FloatRange(0.5, 1.0, min_open=True, max_open=True), default=0.95)
 @click.option("--lower-is-better", "lower", multiple=True, help="A metric where lower is better (repeatable).")
 @click.option("--no-holm", is_flag=True, help="Do not Holm-correct the p-values across metrics.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resamples", type=click.IntRange(1000, 1_000_000), default=10_000, show_default=True)
 def compare_command(
-    candidate: Path, baseline: Path, confidence: float, lower: tuple[str, ...], no_holm: bool, seed: int, resamples: int
+    candidate: str, baseline: str, confidence: float, lower: tuple[str, ...], no_holm: bool, seed: int, resamples: int
 ) -> None:
-    """Compare two result files paired by item: CANDIDATE against BASELINE.
+    """Compare two runs paired by item: CANDIDATE against BASELINE, each a result file, a run directory
+    or a run id.
 
     P(WORSE) is the one-sided p-value for "the candidate is worse"; CI is the bootstrap CI of the
     mean difference (candidate minus baseline); +/-/= counts items improved, regressed, unchanged.
     """
     try:
-        cand, base = load_results(candidate), load_results(baseline)
+        cand, base = load_run_results(candidate), load_run_results(baseline)
     except EvalInputError as exc:
         _bad_input(exc)
     unknown = sorted(set(lower) - set(cand.metrics) - set(base.metrics))
@@ -107,27 +119,87 @@ def compare_command(
             click.echo(f"not in the {role}: {', '.join(missing)}")
 
 
+def _open_retriever(spec: str, target: CollectionTarget) -> RetrievalTarget:
+    """``MODULE:FACTORY`` imported and called with the collection target."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise TaskError(f"--retriever {spec!r}: expected MODULE:FACTORY")
+    try:
+        factory: Any = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise TaskError(f"--retriever {spec!r}: {exc}") from None
+    retriever: RetrievalTarget = factory(target)
+    return retriever
+
+
+def _detection_line(results: RunResults) -> str | None:
+    """Precision, recall, F1 and FPR when the run has the detection scorer's tp/fp/fn/tn."""
+    if not {"tp", "fp", "fn", "tn"} <= set(results.metrics):
+        return None
+    summary = detection_summary(results)
+
+    def cell(value: float | None) -> str:
+        return "-" if value is None else f"{value:.4g}"
+
+    return (
+        f"detection: precision {cell(summary.precision)}, recall {cell(summary.recall)}, F1 {cell(summary.f1)}, "
+        f"FPR {cell(summary.fpr)} (tp {summary.tp}, fp {summary.fp}, fn {summary.fn}, tn {summary.tn})"
+    )
+
+
 @click.command("run")
-@click.argument("task_file", metavar="TASK.yaml", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("task_ref", metavar="TASK")
 @click.option(
     "--run-dir",
     type=click.Path(path_type=Path, file_okay=False),
     help="Where results.jsonl and run.json go (default: $GOLDENPATH_HOME/evals/runs/NAME-VERSION).",
 )
+@click.option("--limit", type=click.IntRange(min=1), help="Run only the dataset's first N samples.")
+@click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True)
+@click.option("--ray-address", help="The Ray cluster (default: a local one); with --backend ray.")
+@click.option("--retriever", metavar="MODULE:FACTORY", help="Opens a collection target: FACTORY(target) -> search.")
 @click.option("--no-resume", is_flag=True, help="Start the run directory afresh instead of skipping finished items.")
 @click.option("--quiet", is_flag=True, help="No progress line on stderr.")
-def run_command(task_file: Path, run_dir: Path | None, no_resume: bool, quiet: bool) -> None:
-    """Run TASK.yaml against its target; print the run directory and each metric's mean.
+def run_command(
+    task_ref: str,
+    run_dir: Path | None,
+    limit: int | None,
+    backend: str,
+    ray_address: str | None,
+    retriever: str | None,
+    no_resume: bool,
+    quiet: bool,
+) -> None:
+    """Run TASK (a task YAML file, or builtin:NAME for a shipped suite); print the run and each metric's mean.
 
     Items already in the run directory are skipped, items in the cache cost no call. Failed items are
     recorded in run.json (and retried by the next run); exit 2 on a bad task file.
     """
     try:
-        task = load_task(task_file)
+        task = load_task(task_ref)
+        if limit is not None:
+            task = task.model_copy(update={"limit": limit})
+        if ray_address is not None and backend != "ray":
+            raise TaskError("--ray-address needs --backend ray")
+        searcher = None
+        if retriever is not None:
+            if not isinstance(task.target, CollectionTarget):
+                raise TaskError(f"--retriever is for a collection target; {task.name!r} has none")
+            searcher = _open_retriever(retriever, task.target)
         if run_dir is None:
             version = task.version(task.load_dataset())
             run_dir = default_cache_path().parent / "runs" / f"{task.name}-{version[:12]}"
-        summary = asyncio.run(run_task(task, run_dir=run_dir, resume=not no_resume, progress=not quiet))
+        summary = asyncio.run(
+            run_task(
+                task,
+                run_dir=run_dir,
+                retriever=searcher,
+                resume=not no_resume,
+                progress=not quiet,
+                backend="ray" if backend == "ray" else "local",
+                ray_address=ray_address,
+            )
+        )
     except EvalInputError as exc:
         _bad_input(exc)
     click.echo(f"run {summary.run_id} in {summary.run_dir}")
@@ -138,17 +210,22 @@ def run_command(task_file: Path, run_dir: Path | None, no_resume: bool, quiet: b
     )
     for metric, mean in sorted(summary.metrics.items()):
         click.echo(f"{metric:<32}{mean:.4g}")
+    if summary.scored:
+        detection = _detection_line(load_results(summary.run_dir / RESULTS_FILE))
+        if detection is not None:
+            click.echo(detection)
     if summary.errors:
         click.echo(f"{summary.errors} items failed; their errors are in {summary.run_dir / RUN_FILE}")
 
 
 @click.command("export")
-@click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.argument("run")
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), help="Output file (default stdout).")
-def export_command(run_dir: Path, output: Path | None) -> None:
-    """Write the run's {"item_id", "epoch", "scores"} JSONL, the result file `goldenpath gate` reads."""
+def export_command(run: str, output: Path | None) -> None:
+    """Write RUN's (a run directory or run id) {"item_id", "epoch", "scores"} JSONL, the result file
+    `goldenpath gate` reads."""
     try:
-        records = export_results(run_dir)
+        records = export_results(run)
     except EvalInputError as exc:
         _bad_input(exc)
     text = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
@@ -160,12 +237,15 @@ def export_command(run_dir: Path, output: Path | None) -> None:
 
 
 @click.command("report")
-@click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.argument("run")
 @click.option("--confidence", type=click.FloatRange(0.5, 1.0, min_open=True, max_open=True), default=0.95)
 @click.option("--seed", type=int, default=0, show_default=True)
-def report_command(run_dir: Path, confidence: float, seed: int) -> None:
-    """Each metric's mean over items (epochs averaged per item first) with a bootstrap CI over items."""
+def report_command(run: str, confidence: float, seed: int) -> None:
+    """RUN's (a run directory or run id) provenance, and each metric's mean over items (epochs averaged
+    per item first) with a bootstrap CI over items."""
+    run_dir = Path(run)
     try:
+        run_dir = resolve_run(run)
         results = load_results(run_dir / RESULTS_FILE)
         provenance = json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8"))
     except EvalInputError as exc:
@@ -175,8 +255,8 @@ def report_command(run_dir: Path, confidence: float, seed: int) -> None:
     counts, task, dataset = provenance["counts"], provenance["task"], provenance["dataset"]
     click.echo(
         f"run {provenance['run_id']} ({provenance['status']}): task {task['name']} version {task['version'][:12]}, "
-        f"dataset {dataset['name']} version {dataset['version'][:12]}, target {provenance['target']['model']} "
-        f"at {provenance['target']['base_url']}, git {provenance.get('git_commit') or '-'}"
+        f"dataset {dataset['name']} version {dataset['version'][:12]}, "
+        f"target {_describe_target(provenance['target'])}, git {provenance.get('git_commit') or '-'}"
     )
     click.echo(
         f"{counts['scored']}/{counts['items']} items scored, {counts['errors']} failed, "
@@ -190,3 +270,16 @@ def report_command(run_dir: Path, confidence: float, seed: int) -> None:
         rng = np.random.default_rng(_seed_sequence(seed, metric))
         low, high = bootstrap_ci(values, confidence, rng)
         click.echo(f"{metric:<32}{len(values):>6}  {results.mean(metric):>10.4g}  {_cell(low)} to {_cell(high)}")
+    detection = _detection_line(results)
+    if detection is not None:
+        click.echo(detection)
+
+
+def _describe_target(target: dict[str, Any]) -> str:
+    if "collection" in target:
+        return f"collection {target['collection']} (k {target['k']}, {target['mode']})"
+    if "detector" in target:
+        return f"detector {target['detector']}" + (f" at {target['base_url']}" if target.get("base_url") else "")
+    if target.get("in_process"):
+        return f"{target['model']} in process ({target.get('config') or 'embedded models'})"
+    return f"{target['model']} at {target['base_url']}"

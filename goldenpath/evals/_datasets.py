@@ -455,3 +455,30 @@ def load_jackhhao_jailbreaks(root: str | Path | None = None) -> Dataset:
             raise DatasetError(f"{path}:{start}: type must be jailbreak or benign, got {row['type']!r}")
         samples.append(Sample(id=str(index), input=row["prompt"], expected=labels[row["type"]]))
     return Dataset(name="jackhhao-jailbreaks", samples=tuple(samples))
+
+
+def load_prompt_injection(root: str | Path | None = None, split: str = "all") -> Dataset:
+    """Both prompt-injection sets as one detection dataset: ``expected`` 1 for an injection or jailbreak.
+
+    Ids are ``deepset-N`` and ``jackhhao-N`` (row numbers); ``metadata`` holds the ``source``. ``split``:
+    ``all`` (1,590 texts), or the guard's own split of them (``goldenpath.guard._train.split``, seed 0):
+    ``guard-validation`` (318 texts the shipped injection detector never trained on) or ``guard-train``.
+    """
+    splits = ("all", "guard-validation", "guard-train")
+    if split not in splits:
+        raise DatasetError(f"prompt injection: unknown split {split!r} (splits: {', '.join(splits)})")
+    parts = {"deepset": load_deepset_injections(root), "jackhhao": load_jackhhao_jailbreaks(root)}
+    samples = [
+        Sample(id=f"{source}-{s.id}", input=s.input, expected=s.expected, metadata={"source": source})
+        for source, dataset in parts.items()
+        for s in dataset.samples
+    ]
+    if split != "all":
+        from goldenpath.guard._train import Example
+        from goldenpath.guard._train import split as guard_split
+
+        examples = [Example(str(s.input), int(s.expected), str(s.metadata["source"])) for s in samples]
+        train_idx, validation_idx = guard_split(examples, seed=0)
+        chosen = validation_idx if split == "guard-validation" else train_idx
+        samples = [samples[int(i)] for i in chosen]
+    return Dataset(name=f"prompt-injection-{split}", samples=tuple(samples), split=None if split == "all" else split)

@@ -11,7 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from goldenpath.config import read_yaml
 from goldenpath.evals._compare import Comparison, MetricSpec, alpha, compare_runs
 from goldenpath.evals._report import write_reports
-from goldenpath.evals._results import EvalInputError, RunResults, load_results
+from goldenpath.evals._results import EvalInputError, RunResults
+from goldenpath.evals._runner import load_run_results
 
 
 class GateError(EvalInputError):
@@ -232,11 +233,12 @@ def run_gate(
     baseline_path: str | Path | None,
     out_dir: str | Path,
 ) -> GateResult:
-    """Load the gate and both result files, decide, and write ``junit.xml``, ``summary.md`` and
-    ``report.html`` into ``out_dir`` (created if needed). Raises :class:`EvalInputError` on bad input."""
+    """Load the gate and both runs (result files, run directories or run ids), decide, and write
+    ``junit.xml``, ``summary.md`` and ``report.html`` into ``out_dir`` (created if needed). Raises
+    :class:`EvalInputError` on bad input."""
     gate = load_gate(gate_path)
-    candidate = load_results(candidate_path)
-    baseline = None if baseline_path is None else load_results(baseline_path)
+    candidate = load_run_results(candidate_path)
+    baseline = None if baseline_path is None else load_run_results(baseline_path)
     result = evaluate_gate(gate, candidate, baseline)
     write_reports(result, Path(out_dir))
     return result

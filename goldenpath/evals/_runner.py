@@ -1,13 +1,16 @@
-"""The evaluation runner: a task's samples through a gateway model, scored, cached and resumable.
+"""The evaluation runner: a task's samples through its target, scored, cached and resumable.
 
-Every (sample, epoch) is one chat completion through the official ``openai`` client (it retries
-429s honouring ``Retry-After``, and 5xx and connection errors, with backoff), at most
-``max_concurrency`` at a time. A completed item's output and scores are kept in a SQLite cache
-keyed by the task version, the sample, the epoch, the target and the sampling parameters, so a rerun
-of an unchanged task makes no upstream call. A run directory holds ``results.jsonl`` (one line per
-scored item, appended as items finish; the result-file format ``goldenpath gate`` reads) and
-``run.json`` (provenance, counts, tokens and the items that failed, with their errors). A rerun into
-the same directory skips the items already in ``results.jsonl`` and retries the failed ones.
+Every (sample, epoch) is one call of the task's target (a chat completion through the official
+``openai`` client, which retries 429s honouring ``Retry-After`` and 5xx and connection errors with
+backoff; a search; a detector), at most ``max_concurrency`` at a time, scored (the LLM judge inside
+the same bound), in this process or on a Ray cluster (``backend="ray"``). A completed item's output
+and scores are kept in a SQLite cache keyed by the task version, the sample, the epoch, the target
+and the sampling parameters, so a rerun of an unchanged task makes no upstream call. A run directory
+holds ``results.jsonl`` (one line per scored item, appended as items finish; the result-file format
+``goldenpath gate`` reads) and ``run.json`` (provenance, counts, tokens and the items that failed,
+with their errors). A rerun into the same directory skips the items already in ``results.jsonl`` and
+retries the failed ones. Every run is indexed by id in the cache database, so commands take a run id
+wherever they take a run.
 """
 
 from __future__ import annotations
@@ -22,48 +25,31 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 import openai
 
 from goldenpath.evals._datasets import Sample
-from goldenpath.evals._results import EvalInputError, load_results
-from goldenpath.evals._scorers import score_output
+from goldenpath.evals._results import EvalInputError, RunResults, load_results
+from goldenpath.evals._scorers import Scorer, score_item
+from goldenpath.evals._targets import RetrievalTarget, TargetSession, TokenUsage, api_key, open_session
 from goldenpath.evals._task import Task, TaskError
 
 RESULTS_FILE = "results.jsonl"
 RUN_FILE = "run.json"
 HOME_ENV = "GOLDENPATH_HOME"
-API_KEY_ENVS = ("GOLDENPATH_API_KEY", "GOLDENPATH_ADMIN_KEY")
-MAX_RETRIES = 5
-REQUEST_TIMEOUT_S = 300.0
 PROGRESS_INTERVAL_S = 0.5
 _SQL_BATCH = 500
+Backend = Literal["local", "ray"]
 
 
 def default_cache_path() -> Path:
     """``$GOLDENPATH_HOME/evals/cache.db`` (``./.goldenpath`` when unset)."""
     return Path(os.environ.get(HOME_ENV) or ".goldenpath") / "evals" / "cache.db"
-
-
-@dataclass(frozen=True)
-class TokenUsage:
-    prompt: int = 0
-    completion: int = 0
-
-    @property
-    def total(self) -> int:
-        return self.prompt + self.completion
-
-    def __add__(self, other: TokenUsage) -> TokenUsage:
-        return TokenUsage(self.prompt + other.prompt, self.completion + other.completion)
-
-    def as_dict(self) -> dict[str, int]:
-        return {"prompt": self.prompt, "completion": self.completion, "total": self.total}
 
 
 @dataclass(frozen=True)
@@ -100,6 +86,7 @@ class ResultCache:
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS items (key TEXT PRIMARY KEY, value TEXT NOT NULL, at REAL NOT NULL)"
         )
+        self._db.execute("CREATE TABLE IF NOT EXISTS runs (run_id TEXT PRIMARY KEY, run_dir TEXT NOT NULL)")
 
     @staticmethod
     def key(task_version: str, sample_id: str, epoch: int, target: Mapping[str, Any], params: Mapping[str, Any]) -> str:
@@ -120,6 +107,16 @@ class ResultCache:
         self._db.execute(
             "INSERT OR REPLACE INTO items (key, value, at) VALUES (?, ?, ?)", (key, json.dumps(value), time.time())
         )
+
+    def register_run(self, run_id: str, run_dir: Path) -> None:
+        self._db.execute("INSERT OR REPLACE INTO runs (run_id, run_dir) VALUES (?, ?)", (run_id, str(run_dir)))
+
+    def find_runs(self, prefix: str) -> dict[str, Path]:
+        """The indexed runs whose id starts with ``prefix``: run id → run directory."""
+        rows = self._db.execute(
+            "SELECT run_id, run_dir FROM runs WHERE substr(run_id, 1, ?) = ?", (len(prefix), prefix)
+        )
+        return {run_id: Path(run_dir) for run_id, run_dir in rows}
 
     def close(self) -> None:
         self._db.close()
@@ -176,13 +173,6 @@ def _git_commit(where: Path) -> str | None:
     return commit if done.returncode == 0 and commit else None
 
 
-def _api_key() -> str | None:
-    for name in API_KEY_ENVS:
-        if os.environ.get(name):
-            return os.environ[name]
-    return None
-
-
 def _read_done(results_path: Path, wanted: set[tuple[str, int]]) -> dict[tuple[str, int], dict[str, float]]:
     """The finished items' scores in ``results.jsonl``; a torn line (an interrupted write) is dropped."""
     if not results_path.exists():
@@ -231,19 +221,80 @@ def _previous_run(run_dir: Path, task_version: str) -> dict[str, Any] | None:
     return previous
 
 
-async def _complete(
-    client: openai.AsyncOpenAI, task: Task, messages: list[dict[str, str]], params: Mapping[str, Any]
-) -> tuple[str, TokenUsage]:
-    response = await client.chat.completions.create(
-        model=task.target.model,
-        messages=messages,  # type: ignore[arg-type]  # plain role/content dicts are valid message params
-        **params,
+@dataclass(frozen=True)
+class WorkItem:
+    """One (sample, epoch) to run: its rendered messages and request parameters, or the cached output of
+    an item whose scoring failed before (then only the scorers run)."""
+
+    sample_id: str
+    epoch: int
+    messages: list[dict[str, Any]]
+    params: dict[str, Any]
+    cached_output: Any = None
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    """What running a ``WorkItem`` gave: scores (``None`` with ``error`` on failure) and provenance."""
+
+    sample_id: str
+    epoch: int
+    output: Any = None
+    scores: dict[str, float] | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] | None = None
+    error: str | None = None
+    tokens: TokenUsage = field(default_factory=TokenUsage)
+    latency_s: float | None = None
+    called: bool = False
+
+
+def _error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _detail_tokens(details: Mapping[str, Any]) -> TokenUsage:
+    """Tokens the scorers spent (the LLM judge's), from their provenance."""
+    total = TokenUsage()
+    for detail in details.values():
+        used = detail.get("tokens") if isinstance(detail, Mapping) else None
+        if isinstance(used, Mapping):
+            total += TokenUsage(int(used.get("prompt", 0)), int(used.get("completion", 0)))
+    return total
+
+
+async def execute_item(
+    session: TargetSession, scorers: Mapping[str, Scorer], sample: Sample, work: WorkItem
+) -> ItemResult:
+    """Ask the target (unless the output is cached) and score; failures become the item's error."""
+    item: dict[str, Any] = {"sample_id": work.sample_id, "epoch": work.epoch}
+    output, info, tokens, latency, called = work.cached_output, None, TokenUsage(), None, False
+    if output is None:
+        began = time.monotonic()
+        try:
+            answer = await session.answer(work.messages, work.params)
+        except Exception as exc:  # the target's failure (after the client's retries) is the item's
+            return ItemResult(**item, error=_error(exc))
+        output, info, tokens, called = answer.output, answer.info, answer.tokens, True
+        latency = time.monotonic() - began
+    try:
+        scores, details = await score_item(scorers, sample, output)
+        if not scores:
+            raise ValueError("no scorer gave a metric for this item")
+    except Exception as exc:  # a scorer's failure (the judge's too) is the item's
+        return ItemResult(
+            **item, output=output, info=info, error=_error(exc), tokens=tokens, latency_s=latency, called=called
+        )
+    return ItemResult(
+        **item,
+        output=output,
+        scores=scores,
+        details=details,
+        info=info,
+        tokens=tokens,
+        latency_s=latency,
+        called=called,
     )
-    if not response.choices:
-        raise ValueError("the response has no choices")
-    usage = response.usage
-    tokens = TokenUsage(usage.prompt_tokens, usage.completion_tokens) if usage is not None else TokenUsage()
-    return response.choices[0].message.content or "", tokens
 
 
 async def run_task(
@@ -251,23 +302,33 @@ async def run_task(
     *,
     run_dir: str | Path,
     client: openai.AsyncOpenAI | None = None,
+    retriever: RetrievalTarget | None = None,
     resume: bool = True,
     progress: bool = True,
     cache_path: str | Path | None = None,
+    backend: Backend = "local",
+    ray_address: str | None = None,
 ) -> RunSummary:
     """Run every sample and epoch of ``task`` not yet in ``run_dir`` and return the run's summary.
 
-    ``client`` defaults to an ``AsyncOpenAI`` on the task's target (key from ``$GOLDENPATH_API_KEY``
-    or ``$GOLDENPATH_ADMIN_KEY``), made only when an item is not cached. ``resume=False`` starts the
-    run directory afresh. ``cache_path`` defaults to ``$GOLDENPATH_HOME/evals/cache.db``. Item
-    failures (upstream errors after the client's retries, scorer errors) are recorded, not raised; a
-    template that cannot be rendered for some sample raises ``TaskError`` before any call.
+    The target is opened only when an item is not cached: a gateway target through ``client`` (default
+    an ``AsyncOpenAI`` on its base URL, key from ``$GOLDENPATH_API_KEY`` or ``$GOLDENPATH_ADMIN_KEY``),
+    an in-process gateway built from its config, a collection through ``retriever``, a detector.
+    ``resume=False`` starts the run directory afresh. ``cache_path`` defaults to
+    ``$GOLDENPATH_HOME/evals/cache.db``. ``backend="ray"`` runs the items on the Ray cluster at
+    ``ray_address`` (default: the one this process is connected to, else a local one); the cache, the
+    run directory and the results stay here. Item failures (target errors after retries, scorer and
+    judge errors) are recorded, not raised; a template that cannot be rendered for some sample raises
+    ``TaskError`` before any call.
     """
     started = time.monotonic()
+    if backend not in ("local", "ray"):
+        raise TaskError(f"unknown backend {backend!r} (local or ray)")
+    if backend == "ray" and client is not None:
+        raise TaskError("the ray backend opens the target in its workers: do not pass a client")
     run_dir = Path(run_dir)
     dataset = task.load_dataset()
     version = task.version(dataset)
-    scorers = task.build_scorers()
     wanted = [(sample.id, epoch) for epoch in range(task.epochs) for sample in dataset.samples]
     run_dir.mkdir(parents=True, exist_ok=True)
     results_path = run_dir / RESULTS_FILE
@@ -294,20 +355,17 @@ async def run_task(
     try:
         cached = cache.get_many(keys.values())
         hits = {item: cached[keys[item]] for item in pending if keys[item] in cached}
-        misses = [item for item in pending if item not in hits]
         # a cached item was rendered by this very task version: render (and fail fast on) the others only
+        misses = [item for item in pending if item not in hits]
         prompts = task.render(dataset.get(sample_id) for sample_id in dict.fromkeys(i for i, _ in misses))
-        api_key = _api_key()
-        if client is None and misses and api_key is None:
-            raise TaskError(f"{len(misses)} items need the gateway: set {' or '.join('$' + n for n in API_KEY_ENVS)}")
     except BaseException:
         cache.close()
         raise
-    own_client = client is None and bool(misses)
-    if client is None and misses:
-        client = openai.AsyncOpenAI(
-            base_url=task.target.base_url, api_key=api_key, max_retries=MAX_RETRIES, timeout=REQUEST_TIMEOUT_S
-        )
+    work = [WorkItem(item[0], item[1], prompts[item[0]], task.sampling.request_params(item[1])) for item in misses] + [
+        WorkItem(item[0], item[1], [], {}, cached_output=hit["output"])
+        for item, hit in hits.items()
+        if not hit.get("scores")  # scoring failed last time: score the cached output again
+    ]
 
     previous_tokens = TokenUsage(**{k: v for k, v in (previous or {}).get("tokens", {}).items() if k != "total"})
     provenance: dict[str, Any] = {
@@ -324,14 +382,15 @@ async def run_task(
         "sampling": task.sampling.model_dump(),
         "scorers": [spec.model_dump(mode="json") for spec in task.scorers],
         "epochs": task.epochs,
+        "backend": backend,
         "git_commit": _git_commit(task.base_dir or Path.cwd()),
         "started_at": (previous or {}).get("started_at") or _now(),
         "resumed_at": [*(previous or {}).get("resumed_at", []), *([_now()] if previous is not None else [])],
     }
+    cache.register_run(provenance["run_id"], run_dir.resolve())
     counters = {"cached": 0, "called": 0}
     tokens = TokenUsage()
     bar = _Progress(len(wanted), len(done), sys.stderr if progress else None)
-    semaphore = asyncio.Semaphore(task.max_concurrency)
     results_file = results_path.open("a", encoding="utf-8")
 
     def write_run(status: str) -> None:
@@ -347,81 +406,73 @@ async def run_task(
         tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         tmp.replace(run_dir / RUN_FILE)
 
-    def finish(item: tuple[str, int], line: dict[str, Any] | None, error: str | None, used: TokenUsage) -> None:
-        if line is not None:
-            text = json.dumps(line, ensure_ascii=False)
-            results_file.write(text + "\n")
-            results_file.flush()
-            done[item] = line["scores"]
-            errors.pop(item, None)
-        else:
-            errors[item] = error or "unknown error"
-        bar.advance(error=line is None, tokens=used.total)
+    def write_line(item: tuple[str, int], line: dict[str, Any]) -> None:
+        results_file.write(json.dumps(line, ensure_ascii=False) + "\n")
+        results_file.flush()
+        done[item] = line["scores"]
+        errors.pop(item, None)
 
-    async def score(sample: Sample, output: str) -> dict[str, float]:
-        scores = await score_output(scorers, sample, output)
-        if not scores:
-            raise ValueError("no scorer gave a metric for this item")
-        return scores
-
-    async def run_hit(item: tuple[str, int], hit: dict[str, Any]) -> None:
-        try:
-            scores = hit.get("scores") or await score(dataset.get(item[0]), hit["output"])
-        except Exception as exc:  # a scorer's failure is the item's, recorded
-            finish(item, None, f"{type(exc).__name__}: {exc}", TokenUsage())
-            return
-        counters["cached"] += 1
-        line = {"item_id": item[0], "epoch": item[1], "scores": scores, "output": hit["output"], "cached": True}
-        finish(item, line, None, TokenUsage())
-
-    async def run_miss(item: tuple[str, int], client: openai.AsyncOpenAI) -> None:
+    def finish(result: ItemResult) -> None:
         nonlocal tokens
-        sample_id, epoch = item
-        params = task.sampling.request_params(epoch)
-        async with semaphore:
-            began = time.monotonic()
-            try:
-                output, used = await _complete(client, task, prompts[sample_id], params)
-            except Exception as exc:  # upstream failure after the client's retries: the item's error
-                finish(item, None, f"{type(exc).__name__}: {exc}", TokenUsage())
-                return
-            latency = time.monotonic() - began
-        counters["called"] += 1
-        tokens += used
-        try:
-            scores = await score(dataset.get(sample_id), output)
-        except Exception as exc:  # a scorer's failure is the item's, recorded
-            cache.put(keys[item], {"output": output, "scores": None})
-            finish(item, None, f"{type(exc).__name__}: {exc}", used)
-            return
-        cache.put(keys[item], {"output": output, "scores": scores})
-        line = {
-            "item_id": sample_id,
-            "epoch": epoch,
-            "scores": scores,
-            "output": output,
-            "cached": False,
-            "latency_s": round(latency, 6),
-            "tokens": used.as_dict(),
-        }
-        finish(item, line, None, used)
+        item = (result.sample_id, result.epoch)
+        spent = result.tokens + _detail_tokens(result.details)  # the target's and the judge's
+        tokens += spent
+        counters["called"] += int(result.called)
+        if result.output is not None and (result.called or result.scores is not None):
+            value = {"output": result.output, "scores": result.scores, "details": result.details, "info": result.info}
+            cache.put(keys[item], value)
+        if result.scores is None:
+            errors[item] = result.error or "unknown error"
+        else:
+            counters["cached"] += int(not result.called)
+            line: dict[str, Any] = {
+                "item_id": result.sample_id,
+                "epoch": result.epoch,
+                "scores": result.scores,
+                "output": result.output,
+                "cached": not result.called,
+            }
+            if result.called:
+                line["latency_s"] = round(result.latency_s or 0.0, 6)
+                line["tokens"] = result.tokens.as_dict()
+            for key, extra in (("details", result.details), ("info", result.info)):
+                if extra:
+                    line[key] = extra
+            write_line(item, line)
+        bar.advance(error=result.scores is None, tokens=spent.total)
 
     status = "interrupted"
     write_run("running")
     try:
         for item, hit in hits.items():
-            await run_hit(item, hit)
-        if misses:
-            assert client is not None
-            await asyncio.gather(*(run_miss(item, client) for item in misses))
+            if hit.get("scores"):
+                counters["cached"] += 1
+                line = {
+                    "item_id": item[0],
+                    "epoch": item[1],
+                    "scores": hit["scores"],
+                    "output": hit["output"],
+                    "cached": True,
+                }
+                for key in ("details", "info"):
+                    if hit.get(key):
+                        line[key] = hit[key]
+                write_line(item, line)
+                bar.advance(error=False, tokens=0)
+        if work:
+            samples = {w.sample_id: dataset.get(w.sample_id) for w in work}
+            if backend == "ray":
+                from goldenpath.evals._ray import run_on_ray
+
+                await run_on_ray(task, work, samples, finish, address=ray_address, retriever=retriever, key=api_key())
+            else:
+                await _run_local(task, work, samples, finish, client=client, retriever=retriever)
         status = "finished"
     finally:
         bar.close()
         results_file.close()
         write_run(status)
         cache.close()
-        if own_client and client is not None:
-            await client.close()
 
     return RunSummary(
         run_dir=run_dir,
@@ -440,9 +491,71 @@ async def run_task(
     )
 
 
-def export_results(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The run's results as ``{"item_id", "epoch", "scores"}`` records (what ``goldenpath gate`` reads)."""
-    path = Path(run_dir) / RESULTS_FILE
+async def _run_local(
+    task: Task,
+    work: list[WorkItem],
+    samples: Mapping[str, Sample],
+    finish: Callable[[ItemResult], None],
+    *,
+    client: openai.AsyncOpenAI | None,
+    retriever: RetrievalTarget | None,
+) -> None:
+    session = await open_session(
+        task.target, base_dir=task.base_dir, aliases=task.gateway_aliases(), client=client, retriever=retriever
+    )
+    try:
+        scorers = task.build_scorers(session.judge_chat)
+        semaphore = asyncio.Semaphore(task.max_concurrency)
+
+        async def run(item: WorkItem) -> None:
+            async with semaphore:
+                result = await execute_item(session, scorers, samples[item.sample_id], item)
+            finish(result)
+
+        await asyncio.gather(*(run(item) for item in work))
+    finally:
+        await session.aclose()
+
+
+def resolve_run(ref: str | Path, cache_path: str | Path | None = None) -> Path:
+    """The run directory ``ref`` names: a directory holding a run, or a run id (or a unique prefix of
+    at least 6 characters of one) indexed in the cache database."""
+    path = Path(ref)
+    if path.is_dir():
+        return path
+    text = str(ref)
+    db = Path(cache_path) if cache_path is not None else default_cache_path()
+    if len(text) >= 6 and all(c in "0123456789abcdef" for c in text) and db.exists():
+        cache = ResultCache(db)
+        try:
+            found = cache.find_runs(text)
+        finally:
+            cache.close()
+        if len(found) == 1:
+            return next(iter(found.values()))
+        if len(found) > 1:
+            raise EvalInputError(f"{text}: matches {len(found)} runs ({', '.join(sorted(found))}): give more of the id")
+    raise EvalInputError(
+        f"{text}: cannot read result file: no such file, run directory or run id (run ids are looked up in {db})"
+    )
+
+
+def load_run_results(ref: str | Path, cache_path: str | Path | None = None) -> RunResults:
+    """Per-item results from a result file (JSONL), a run directory, or a run id."""
+    path = Path(ref)
+    if path.is_file():
+        return load_results(path)
+    run_dir = resolve_run(ref, cache_path)
+    results = run_dir / RESULTS_FILE
+    if not results.exists():
+        raise EvalInputError(f"{results}: no results (is {run_dir} a run directory?)")
+    return load_results(results)
+
+
+def export_results(run: str | Path) -> list[dict[str, Any]]:
+    """The run's results (a run directory or run id) as ``{"item_id", "epoch", "scores"}`` records."""
+    run_dir = resolve_run(run)
+    path = run_dir / RESULTS_FILE
     if not path.exists():
         raise EvalInputError(f"{path}: no results (is {run_dir} a run directory?)")
     load_results(path)  # validates, with FILE:LINE errors

@@ -1,13 +1,15 @@
 """Scorers: per-item metric values from a sample and a model's output, and their registry.
 
-A scorer is made by a factory registered with ``@scorer("name")`` (in the spirit of inspect_ai);
-the factory takes the scorer's parameters (from Python, or later from a task's YAML) and returns
-the scoring function. That function takes the sample and the output — the model's text, or for
-retrieval the ranked document ids — and returns ``{metric: value}``; it may be ``async`` (then it
-returns an awaitable). A scorer that needs the gateway (embeddings, later an LLM judge) receives
-its client as a factory parameter: ``create_scorer("embedding_similarity", embed=client_embed)``.
-A scorer may return no value for a metric that does not apply to the item (e.g. recall of a query
-with no relevant document); the item then takes no part in that metric.
+A scorer is made by a factory registered with ``@scorer("name")`` (in the spirit of inspect_ai); the
+factory takes the scorer's parameters (from Python, or later from a task's YAML) and returns the
+scoring function. That function takes the sample and the output — the model's text, or for retrieval
+the ranked document ids — and returns ``{metric: value}``, or a ``Scored`` when it has provenance to
+keep with the item (the LLM judge's prompt, model, seed and verdicts); it may be ``async`` (then it
+returns an awaitable). A scorer that needs the gateway receives it as a factory parameter:
+``create_scorer("embedding_similarity", embed=client_embed)``; the runner connects a factory's
+``chat`` parameter (the LLM judge's) to the task's gateway itself. A scorer may return no value for
+a metric that does not apply to the item (e.g. recall of a query with no relevant document); the
+item then takes no part in that metric.
 """
 
 from __future__ import annotations
@@ -31,7 +33,17 @@ from goldenpath.evals._results import EvalInputError, RunResults
 Scores = dict[str, float]
 Output = str | Sequence[str]
 """A model's text, or a retrieval system's ranked document ids (best first)."""
-Scorer = Callable[[Sample, Output], Scores | Awaitable[Scores]]
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A scorer's metrics with the provenance to keep in the item's result (JSON-serializable)."""
+
+    scores: Scores
+    details: dict[str, Any]
+
+
+Scorer = Callable[[Sample, Output], Scores | Scored | Awaitable[Scores | Scored]]
 EmbedFn = Callable[[list[str]], Awaitable[Sequence[Sequence[float]]]]
 """Embeds texts (one vector per text, in order); e.g. a call to the gateway's ``/v1/embeddings``."""
 
@@ -61,6 +73,12 @@ def registered_scorers() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def scorer_takes(name: str, parameter: str) -> bool:
+    """Whether the scorer registered as ``name`` has the factory parameter ``parameter``."""
+    factory = _REGISTRY.get(name)
+    return factory is not None and parameter in inspect.signature(factory).parameters
+
+
 def create_scorer(name: str, /, **params: Any) -> Scorer:
     """The scorer registered as ``name``, made with ``params``; errors name the scorer and the reason."""
     if name not in _REGISTRY:
@@ -76,17 +94,29 @@ def create_scorer(name: str, /, **params: Any) -> Scorer:
         raise ScorerError(f"scorer {name!r}: {exc}") from None
 
 
-async def score_output(scorers: Mapping[str, Scorer], sample: Sample, output: Output) -> Scores:
-    """Every scorer's metrics for one output, merged; two scorers giving one metric is an error."""
+async def score_item(
+    scorers: Mapping[str, Scorer], sample: Sample, output: Output
+) -> tuple[Scores, dict[str, dict[str, Any]]]:
+    """Every scorer's metrics for one output, merged, and the provenance of those that gave some (by
+    scorer label); two scorers giving one metric is an error."""
     merged: Scores = {}
+    details: dict[str, dict[str, Any]] = {}
     for name, score in scorers.items():
         result = score(sample, output)
         values = await result if inspect.isawaitable(result) else result
+        if isinstance(values, Scored):
+            details[name] = values.details
+            values = values.scores
         for metric, value in values.items():
             if metric in merged:
                 raise ScorerError(f"metric {metric!r} of scorer {name!r} is also given by another scorer")
             merged[metric] = value
-    return merged
+    return merged, details
+
+
+async def score_output(scorers: Mapping[str, Scorer], sample: Sample, output: Output) -> Scores:
+    """Every scorer's metrics for one output, merged (``score_item`` without the provenance)."""
+    return (await score_item(scorers, sample, output))[0]
 
 
 # --- helpers -----------------------------------------------------------------------------------------
@@ -350,12 +380,34 @@ def retrieval_scores(qrels: Mapping[str, int], ranking: Sequence[str], k: int) -
     }
 
 
+_MEASURE = re.compile(r"^(ndcg|recall|mrr)(?:@([1-9][0-9]*))?$")
+
+
+def _parse_measures(measures: Sequence[str]) -> list[tuple[str, str, int | None]]:
+    """``(metric name, kind, cutoff)`` of each measure: ``ndcg@10``, ``recall@100``, ``mrr@10``, or ``mrr``
+    (reciprocal rank over the whole ranking, ir-measures' ``RR``)."""
+    if isinstance(measures, str) or not measures:
+        raise ValueError("measures must be a non-empty list such as [ndcg@10, recall@100, mrr]")
+    parsed = []
+    for measure in measures:
+        found = _MEASURE.match(str(measure).strip().lower())
+        if found is None:
+            raise ValueError(f"unknown retrieval measure {measure!r} (use ndcg@K, recall@K, mrr@K or mrr)")
+        kind, cutoff = found.group(1), found.group(2)
+        if kind != "mrr" and cutoff is None:
+            raise ValueError(f"measure {measure!r} needs a cutoff, e.g. {kind}@10")
+        parsed.append((found.group(0), kind, None if cutoff is None else int(cutoff)))
+    return parsed
+
+
 @scorer("retrieval")
-def retrieval(k: int = 10) -> Scorer:
+def retrieval(k: int = 10, measures: Sequence[str] | None = None) -> Scorer:
     """``ndcg@k``, ``recall@k``, ``mrr@k`` of a ranking (the output: doc ids, best first) against the
-    sample's expected ``{doc_id: relevance}``."""
+    sample's expected ``{doc_id: relevance}``; with ``measures`` (e.g. ``[ndcg@10, recall@100, mrr]``)
+    those instead, each at its own cutoff."""
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
+    wanted = None if measures is None else _parse_measures(measures)
 
     def score(sample: Sample, output: Output) -> Scores:
         if isinstance(output, str) or not all(isinstance(doc, str) for doc in output):
@@ -365,7 +417,15 @@ def retrieval(k: int = 10) -> Scorer:
             isinstance(grade, int) and not isinstance(grade, bool) for grade in expected.values()
         ):
             raise ScorerError(f"sample {sample.id!r}: expected must be {{doc_id: integer relevance}}")
-        return retrieval_scores(expected, output, k)
+        if wanted is None:
+            return retrieval_scores(expected, output, k)
+        scores: Scores = {}
+        for name, kind, cutoff in wanted:
+            at = cutoff if cutoff is not None else max(len(output), 1)
+            values = retrieval_scores(expected, output, at)
+            if values:
+                scores[name] = values[f"{kind}@{at}"]
+        return scores
 
     return score
 

@@ -1,7 +1,8 @@
-"""Tasks: a dataset, a Jinja2 prompt template, a target model on a gateway, sampling parameters and scorers.
+"""Tasks: a dataset, a Jinja2 prompt template, a target (see ``_targets``), sampling parameters and scorers.
 
-A task is defined in YAML (``load_task``) or in Python by a factory registered with ``@task`` (in the
-spirit of inspect_ai). Its ``version`` hashes what decides an item's result (templates, target,
+A task is defined in YAML (``load_task``; ``builtin:NAME`` names a suite shipped in
+``goldenpath/evals/suites``) or in Python by a factory registered with ``@task`` (in the spirit of
+inspect_ai). Its ``version`` hashes what decides an item's result (templates, target,
 sampling parameters, scorers) together with the dataset's content version; the runner's cache is
 keyed by it, so changing any of these reruns the items and nothing else does.
 """
@@ -9,8 +10,8 @@ keyed by it, so changing any of these reruns the items and nothing else does.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
-import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -19,6 +20,7 @@ import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+import goldenpath.evals._judge  # noqa: F401  # registers the llm_judge scorer
 from goldenpath.config import read_yaml
 from goldenpath.evals._datasets import (
     Dataset,
@@ -26,20 +28,24 @@ from goldenpath.evals._datasets import (
     load_dataset,
     load_deepset_injections,
     load_jackhhao_jailbreaks,
+    load_prompt_injection,
     load_scifact,
     load_squad_v2,
 )
 from goldenpath.evals._results import EvalInputError
-from goldenpath.evals._scorers import Scorer, ScorerError, Scores, create_scorer
+from goldenpath.evals._scorers import Scored, Scorer, ScorerError, Scores, create_scorer, scorer_takes
+from goldenpath.evals._targets import TARGET_TAGS, ChatFn, InProcessTarget, Target
 
-DEFAULT_BASE_URL = "http://127.0.0.1:8080/v1"
-URL_ENV = "GOLDENPATH_URL"
+BUILTIN_PREFIX = "builtin:"
+SUITES_DIR = Path(__file__).parent / "suites"
 
 DATASET_LOADERS: dict[str, Callable[[], Dataset]] = {
     "squad_v2": load_squad_v2,
     "scifact": load_scifact,
     "deepset_injections": load_deepset_injections,
     "jackhhao_jailbreaks": load_jackhhao_jailbreaks,
+    "prompt_injection": load_prompt_injection,
+    "prompt_injection_heldout": lambda: load_prompt_injection(split="guard-validation"),
 }
 """The built-in dataset names a task may give instead of a file path."""
 
@@ -74,17 +80,6 @@ class MessageTemplate(_Strict):
     def _compiles(cls, value: str) -> str:
         _compile(value)
         return value
-
-
-class Target(_Strict):
-    """A model alias served by a goldenpath gateway (any OpenAI-compatible endpoint works)."""
-
-    model: str = Field(min_length=1, description="The alias clients send as ``model``.")
-    base_url: str = Field(
-        default_factory=lambda: os.environ.get(URL_ENV) or DEFAULT_BASE_URL,
-        pattern=r"^https?://",
-        description=f"The gateway's OpenAI base URL (default ${URL_ENV}, else {DEFAULT_BASE_URL}).",
-    )
 
 
 class Sampling(_Strict):
@@ -134,7 +129,9 @@ class Task(_Strict):
     limit: int | None = Field(default=None, gt=0, description="Use only the dataset's first `limit` samples.")
     prompt: str | None = Field(default=None, min_length=1, description="Jinja2 template of the user message.")
     messages: tuple[MessageTemplate, ...] | None = Field(default=None, min_length=1)
-    target: Target
+    target: Target = Field(
+        description="What answers the items: a gateway model, in process or over HTTP, a collection or a detector."
+    )
     sampling: Sampling = Field(default_factory=Sampling)
     scorers: tuple[ScorerSpec, ...] = Field(min_length=1)
     epochs: int = Field(default=1, ge=1, le=1000, description="How many times each sample is run.")
@@ -207,13 +204,30 @@ class Task(_Strict):
             dataset = Dataset(name=dataset.name, samples=dataset.samples[: self.limit], split=dataset.split)
         return dataset
 
-    def build_scorers(self) -> dict[str, Scorer]:
-        """The scorers by label (prefix or name); a prefixed scorer's metrics carry its prefix."""
+    def build_scorers(self, judge_chat: Callable[[str | None], ChatFn] | None = None) -> dict[str, Scorer]:
+        """The scorers by label (prefix or name); a prefixed scorer's metrics carry its prefix.
+
+        A scorer whose factory takes ``chat`` (the LLM judge) gets ``judge_chat(its base_url param)``:
+        the gateway it calls.
+        """
         built: dict[str, Scorer] = {}
         for spec in self.scorers:
-            made = create_scorer(spec.name, **spec.params)
+            params = dict(spec.params)
+            if judge_chat is not None and scorer_takes(spec.name, "chat") and "chat" not in params:
+                params["chat"] = judge_chat(params.get("base_url"))
+            made = create_scorer(spec.name, **params)
             built[spec.prefix or spec.name] = made if spec.prefix is None else _prefixed(made, spec.prefix)
         return built
+
+    def gateway_aliases(self) -> set[str]:
+        """The model aliases this task calls on its own gateway: the target's and its judges' (those
+        without a ``base_url`` of their own); an in-process gateway serves just these."""
+        aliases = {self.target.model} if isinstance(self.target, InProcessTarget) else set()
+        for spec in self.scorers:
+            model = spec.params.get("model")
+            if scorer_takes(spec.name, "chat") and spec.params.get("base_url") is None and isinstance(model, str):
+                aliases.add(model)
+        return aliases
 
     def render(self, samples: Iterable[Sample]) -> dict[str, list[dict[str, str]]]:
         """Every sample's chat messages by sample id; the first sample that cannot be rendered is a
@@ -265,9 +279,11 @@ def _stable_repr(value: object) -> str:
 
 
 def _prefixed(made: Scorer, prefix: str) -> Scorer:
-    async def score(sample: Any, output: Any) -> Scores:
+    async def score(sample: Any, output: Any) -> Scores | Scored:
         result = made(sample, output)
-        values = result if isinstance(result, dict) else await result
+        values = await result if inspect.isawaitable(result) else result
+        if isinstance(values, Scored):
+            return Scored({f"{prefix}{metric}": v for metric, v in values.scores.items()}, values.details)
         return {f"{prefix}{metric}": value for metric, value in values.items()}
 
     return score
@@ -275,7 +291,7 @@ def _prefixed(made: Scorer, prefix: str) -> Scorer:
 
 def _field_path(loc: tuple[int | str, ...]) -> str:
     # pydantic puts the union member's name in the location (``dataset.str``); it says nothing to a reader
-    parts = [str(p) for p in loc if p not in ("str", "Dataset")]
+    parts = [str(p) for p in loc if p not in ("str", "Dataset", *TARGET_TAGS)]
     return ".".join(parts) or "(top level)"
 
 
@@ -295,8 +311,19 @@ def parse_task(raw: Any, source: str, base_dir: Path | None = None) -> Task:
         raise TaskError(f"{source}: invalid task: " + "; ".join(reasons)) from None
 
 
+def builtin_suites() -> list[str]:
+    """The names of the suites shipped with goldenpath (``builtin:NAME``)."""
+    return sorted(path.stem for path in SUITES_DIR.glob("*.yaml"))
+
+
 def load_task(path: str | Path) -> Task:
-    """A task from a YAML file; relative dataset paths start at the file's folder."""
+    """A task from a YAML file, or ``builtin:NAME`` for a shipped suite; relative paths in it (dataset,
+    in-process gateway config) start at the file's folder."""
+    if isinstance(path, str) and path.startswith(BUILTIN_PREFIX):
+        name = path.removeprefix(BUILTIN_PREFIX)
+        if name not in builtin_suites():
+            raise TaskError(f"unknown suite {path!r} (built in: {', '.join(builtin_suites())})")
+        path = SUITES_DIR / f"{name}.yaml"
     path = Path(path)
     try:
         raw = read_yaml(path, "task file")

@@ -1,9 +1,11 @@
 """A tiny OpenAI-compatible chat server on loopback for the runner's tests and benchmark.
 
-It answers with the last message's content (an echo), counts the calls, and can answer the first
-``throttle`` calls with 429 and ``retry-after-ms``, delay each answer, or refuse (400) a prompt that
-starts with ``BAD``. It runs on its own event loop in a thread, so synchronous callers (click's test
-runner, which runs its own ``asyncio.run``) can use it too.
+It answers with the last message's content (an echo), or with the next of the ``replies`` scripted
+for the request's model; it counts the calls and keeps every request body; it can answer the first
+``throttle`` calls with 429 and ``retry-after-ms``, delay each answer, refuse (400) a prompt that
+starts with ``BAD``, and refuse (400) any ``response_format`` when ``reject_response_format`` is set.
+It runs on its own event loop in a thread, so synchronous callers (click's test runner, which runs
+its own ``asyncio.run``) can use it too.
 """
 
 from __future__ import annotations
@@ -23,19 +25,29 @@ class FakeUpstream:
         self.calls = 0
         self.throttle = 0
         self.base_url = ""
+        self.replies: dict[str, list[str]] = {}
+        self.requests: list[dict[str, Any]] = []
+        self.reject_response_format = False
 
     async def handle(self, request: web.Request) -> web.Response:
         self.calls += 1
         body: dict[str, Any] = await request.json()
+        self.requests.append(body)
         if self.throttle > 0:
             self.throttle -= 1
             error = {"error": {"message": "slow down", "type": "rate_limit_error"}}
             return web.json_response(error, status=429, headers={"retry-after-ms": "20"})
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
+        if self.reject_response_format and "response_format" in body:
+            refusal = {"message": "response_format is not supported", "type": "invalid_request_error"}
+            return web.json_response({"error": refusal}, status=400)
         content = body["messages"][-1]["content"]
         if content.startswith("BAD"):
             return web.json_response({"error": {"message": "refused", "type": "invalid_request_error"}}, status=400)
+        scripted = self.replies.get(body["model"])
+        if scripted:
+            content = scripted.pop(0)
         words = len(content.split())
         return web.json_response(
             {

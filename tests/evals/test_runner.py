@@ -234,7 +234,7 @@ def test_messages_templates_and_builtin_datasets() -> None:
         {"role": "system", "content": "Answer from the context."},
         {
             "role": "user",
-            "content": f"{first.input['context'][:20]}|{first.input['question']}|{first.metadata['title']}",  # type: ignore[index]
+            "content": f"{first.input['context'][:20]}|{first.input['question']}|{first.metadata['title']}",  # type: ignore[index,call-overload]
         },
     ]
 
@@ -247,8 +247,8 @@ def test_task_decorator_and_version() -> None:
             dataset="squad_v2",
             limit=2,
             prompt="{{ question }}",
-            target={"model": model, "base_url": "http://127.0.0.1:1/v1"},  # type: ignore[arg-type]
-            scorers=[{"name": "squad"}],  # type: ignore[list-item]
+            target={"model": model, "base_url": "http://127.0.0.1:1/v1"},
+            scorers=[{"name": "squad"}],
         )
 
     made = create_task("tiny_echo")
