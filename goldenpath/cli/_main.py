@@ -134,6 +134,8 @@ def _print_record(r: RequestRecord) -> None:
         f"ttft={ttft}ms key={r.key_id or '-'}{'  cache=' + r.cache if r.cache else ''}"
         f"{'  ' + r.error_type if r.error_type else ''}"
     )
+    for d in r.decisions or ():
+        click.echo("    " + "  ".join(f"{k}={v}" for k, v in d.items()))
 
 
 @requests.command("tail")

@@ -28,6 +28,7 @@ from goldenpath.gateway._guarding import (
     StreamFilter,
     build_guards,
     check,
+    estimated_usage,
     guard_request,
     guard_response_async,
 )
@@ -637,6 +638,8 @@ class Gateway:
                 if guarded is not None and guarded.blocked:
                     ex.record.error_type = "content_filter"
                     await _close(events)  # stop the generation: nothing more will be sent
+                    if ex.usage is None:  # the upstream's usage chunk will not come: charge an estimate
+                        ex.usage = estimated_usage(body, guarded.generated_chars)
                     break
                 event = await anext(events, None)
             if guarded is not None and not guarded.blocked:
@@ -683,9 +686,14 @@ class Gateway:
         if usage is not None:
             record.prompt_tokens = usage.prompt_tokens
             record.completion_tokens = usage.completion_tokens
-        self.recorder.add(record)
         if ex.guard is not None:
             ex.guard.finish(ex.rid, record.model, self.metrics)
+            if ex.guard.decisions:
+                record.decisions = [
+                    *(record.decisions or ()),
+                    *({"kind": "guard", **d.model_dump()} for d in ex.guard.decisions),
+                ]
+        self.recorder.add(record)
         m = self.metrics
         model = record.model if record.model in self.router.routes else "unknown"
         dep = outcome.deployment

@@ -22,6 +22,7 @@ import orjson
 
 from goldenpath.config import Settings
 from goldenpath.gateway._errors import APIError
+from goldenpath.providers import Usage
 from goldenpath.telemetry import GatewayMetrics
 
 if TYPE_CHECKING:  # the guard package loads Presidio and the detectors (~2 s): only when a guard is on
@@ -91,6 +92,13 @@ class GuardState:
                     {"request_id": rid, "model": model, "decisions": [d.model_dump() for d in self.decisions]}
                 ).decode(),
             )
+
+
+def estimated_usage(body: dict[str, Any], generated_chars: int) -> Usage:
+    """Tokens of a stream cut short by the output guard, at about four characters a token: the prompt as sent and
+    what the upstream generated until the block (the upstream's own count never arrives)."""
+    prompt = body.get("messages") if "messages" in body else body.get("prompt")
+    return Usage(prompt_tokens=-(-len(orjson.dumps(prompt)) // 4), completion_tokens=-(-generated_chars // 4))
 
 
 def _kinds(decisions: list[Decision]) -> str:
@@ -230,6 +238,7 @@ class StreamFilter:
         self.state = state
         self.inline = inline_output(state, 0)  # each check reads a bounded window; MiniLM only for topics
         self.blocked = False
+        self.generated_chars = 0  # what the upstream generated, held back or not: a blocked answer is charged for it
         self._guards: dict[int, StreamGuard] = {}
         self._open: set[int] = set()  # choices that have not finished
         self._template: dict[str, Any] = {}
@@ -260,6 +269,8 @@ class StreamFilter:
             holder, key = (choice.get("delta") or {}, "content") if self._chat else (choice, "text")
             text = holder.get(key)
             finished = choice.get("finish_reason") is not None
+            if isinstance(text, str):
+                self.generated_chars += len(text)
             if (isinstance(text, str) and text) or finished:
                 sg = self._stream_guard(index)
                 released = sg.feed(text) if isinstance(text, str) and text else None

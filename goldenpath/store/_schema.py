@@ -97,6 +97,7 @@ requests = Table(
     Column("latency_ms", Float, nullable=False),
     Column("ttft_ms", Float, nullable=True),
     Column("overhead_ms", Float, nullable=True),
+    Column("decisions", JSON, nullable=True),  # guard and policy decisions: detector, score, reason; no text
     Index("ix_requests_ts", "ts"),
     Index("ix_requests_key_ts", "key_id", "ts"),
     Index("ix_requests_tenant_day", "tenant", "day"),

@@ -49,6 +49,7 @@ class RequestRecord:
     cost_usd: float = 0.0
     ttft_ms: float | None = None
     overhead_ms: float | None = None
+    decisions: list[dict[str, Any]] | None = None  # guard and policy decisions, without the checked text
 
 
 @dataclasses.dataclass(slots=True, frozen=True)

@@ -219,6 +219,7 @@ def test_no_record_keeps_pii_or_secrets(echo_url: str, tmp_path: Path) -> None:
         assert chat(g, "default", attack).status_code == 400
         r = httpx.post(g.base_url + "/guard/check", headers=H, json={"input": text, "stage": "output"}, timeout=60)
         assert r.status_code == 200 and r.json()["flagged"]
+        stream(g, "default", BENIGN + INSULT + " More words.")
     finally:
         output = g.stop()
     db = g.home / "goldenpath.db"
@@ -230,3 +231,13 @@ def test_no_record_keeps_pii_or_secrets(echo_url: str, tmp_path: Path) -> None:
     for value in values:
         assert value not in dump
         assert value not in output
+    # every decision is on its request's record: detector, score, reason, stage, action; never the value
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("select error_type, completion_tokens, decisions from requests order by ts").fetchall()
+    decided = [(err, out, json.loads(d)) for err, out, d in rows if d]
+    kinds = {(d["stage"], d["type"], d["action"]) for _, _, ds in decided for d in ds}
+    assert {("input", "pii", "redact"), ("input", "secret", "redact"), ("input", "prompt_injection", "block")} <= kinds
+    assert all(set(d) == {"kind", "stage", "type", "action", "score", "detail"} for _, _, ds in decided for d in ds)
+    # the stream cut short by the output guard is charged for what the upstream generated before the block
+    (blocked,) = [(out, ds) for err, out, ds in decided if err == "content_filter"]
+    assert blocked[0] > 0 and any(d["type"] == "toxicity" and d["stage"] == "output" for d in blocked[1])
