@@ -14,7 +14,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
@@ -72,6 +72,9 @@ from goldenpath.tenancy import (
     load_server_secret,
     utc_day,
 )
+
+if TYPE_CHECKING:
+    from goldenpath.policy import Action, PolicyEngine
 
 log = logging.getLogger("goldenpath.gateway")
 
@@ -153,6 +156,7 @@ class Gateway:
         self._guard: Any = None
         self._guard_lock = asyncio.Lock()
         self._guards = build_guards(settings)
+        self.policy = _policy_engine(settings)
         self._redis: Any = None
         self._background: list[asyncio.Task[None]] = []
         self.generated_admin_key: str | None = None
@@ -196,6 +200,8 @@ class Gateway:
         for guard in {id(g): g for g in self._guards.values()}.values():
             await asyncio.to_thread(guard.warm)
         self._background.append(asyncio.create_task(self._watch_keys(), name="watch-keys"))
+        if self.policy is not None and self.settings.policy.reload_interval_s > 0:
+            self._background.append(asyncio.create_task(self._watch_policies(), name="watch-policies"))
         self.recorder.start()
         # Remote pools open at once; local models load in the background while /readyz says so.
         for name, provider in self.providers.items():
@@ -235,6 +241,45 @@ class Gateway:
                     await self.governance.seed_budgets()
             except Exception:
                 log.exception("reloading keys failed; keeping the previous set")
+
+    async def _watch_policies(self) -> None:
+        """Reload Cedar policies when their files change; a bad change keeps the policies in force."""
+        assert self.policy is not None
+        while True:
+            await asyncio.sleep(self.settings.policy.reload_interval_s)
+            try:
+                if await asyncio.to_thread(self.policy.reload_if_changed):
+                    log.info("reloaded Cedar policies (generation %d)", self.policy.generation)
+            except Exception as exc:
+                log.error("keeping the policies in force: %s", exc)
+
+    def authorize(
+        self,
+        principal: Principal,
+        action: str,
+        resource: str,
+        context: dict[str, Any] | None = None,
+        record: RequestRecord | None = None,
+    ) -> None:
+        """Ask Cedar (when policies are configured); a denial is a 403 naming the policy, and is recorded."""
+        if self.policy is None:
+            return
+        decision = self.policy.authorize(principal, cast("Action", action), resource, context)
+        if decision.allowed:
+            return
+        if record is not None:
+            denial = {"kind": "policy", "action": action, "resource": resource, "policies": list(decision.reasons)}
+            record.decisions = [*(record.decisions or ()), denial]
+        raise APIError(403, decision.message, code="policy_denied")
+
+    def _authorize_inference(
+        self, principal: Principal, alias: str, op: str, body: dict[str, Any], size: int, record: RequestRecord
+    ) -> None:
+        completion = body.get("max_completion_tokens") or body.get("max_tokens") or 0
+        context = {"operation": op, "stream": bool(body.get("stream")), "estimated_tokens": size // 4 + completion}
+        self.authorize(principal, "invoke_model", alias, context, record)
+        for tool in body.get("tools") or ():
+            self.authorize(principal, "call_tool", tool["function"]["name"], {"model": alias}, record)
 
     async def shutdown(self) -> None:
         for task in self._loading + self._background:
@@ -305,6 +350,7 @@ class Gateway:
                 await self._guard_check(scope, receive, send, rid)
             elif path.startswith("/admin/"):
                 principal = self._authenticate(scope)
+                self.authorize(principal, "admin", "api", {"method": method, "path": path})
                 await self.admin.handle(scope, receive, send, principal, rid)
             elif method != "GET" and method != "HEAD":
                 raise APIError(404, f"Unknown request URL: {method} {path}.", code="unknown_url")
@@ -451,6 +497,8 @@ class Gateway:
         try:
             try:
                 route = self.router.resolve(model, op)
+                if self.policy is not None:
+                    self._authorize_inference(principal, route.alias, op, body, len(raw), record)
                 ex.admission = self.governance.admission(principal, route.alias, op, body, len(raw), rid)
                 if ex.admission is not None:
                     ex.headers = await self.governance.admit(ex.admission)
@@ -722,6 +770,18 @@ async def _close(events: Any) -> None:
     aclose = getattr(events, "aclose", None)
     if aclose is not None:
         await aclose()
+
+
+def _policy_engine(settings: Settings) -> PolicyEngine | None:
+    """Cedar, loaded (and its policies validated against the schema) only when policy files are configured."""
+    if not settings.policy.enabled:
+        return None
+    from goldenpath.policy import PolicyEngine, PolicyError
+
+    try:
+        return PolicyEngine(settings.policy)
+    except PolicyError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _cache_control(scope: Scope) -> str | None:
