@@ -47,6 +47,11 @@ async def _fail(model: str, request: web.Request, body: dict[str, object]) -> we
     return None
 
 
+def _answer(model: str) -> str:
+    # "cite": an answer that cites sources 1 and 3 of a grounded prompt, and a number with no source
+    return "It is in the handbook [1][3] and nowhere else [9]." if model == "cite" else "hello from " + model
+
+
 async def chat(request: web.Request) -> web.StreamResponse:
     body = await request.json()
     model = body.get("model", "")
@@ -68,7 +73,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
                 "choices": [
                     {
                         "index": 0,
-                        "message": {"role": "assistant", "content": "hello from " + model},
+                        "message": {"role": "assistant", "content": _answer(model)},
                         "finish_reason": "stop",
                     }
                 ],
@@ -78,6 +83,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
                     "tools": body.get("tools"),
                     "seed": body.get("seed"),
                     "last_user": [m.get("content") for m in body.get("messages", []) if m.get("role") == "user"][-1:],
+                    "system": [m.get("content") for m in body.get("messages", []) if m.get("role") == "system"],
                 },
             }
         )

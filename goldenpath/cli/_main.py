@@ -62,6 +62,11 @@ def guard_group() -> None:
     """Guard models: train the prompt-injection classifier."""
 
 
+@main.group("rag", cls=_LazyGroup, lazy={n: f"goldenpath.rag._cli:{n}_command" for n in ("ingest", "query")})
+def rag_group() -> None:
+    """Retrieval: ingest files into collections and search them (through GOLDENPATH_URL when set)."""
+
+
 @main.command()
 @click.option("--config", "config", type=click.Path(path_type=Path), help="YAML config file.")
 @click.option("--host", help="Listen address (default from config, 127.0.0.1).")

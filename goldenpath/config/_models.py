@@ -197,6 +197,22 @@ class PolicyConfig(_Strict):
         )
 
 
+class RetrievalConfig(_Strict):
+    """Collections, ingestion and search (``/v1/collections``, ``/v1/retrieve``, chat ``retrieval``)."""
+
+    enabled: bool = True
+    embedding_model: str | None = Field(
+        default=None,
+        description="An alias with an embeddings deployment that embeds chunks and queries; the built-in MiniLM "
+        "in process if unset. A collection is searched with the model it was built with.",
+    )
+    search: dict[str, Any] = Field(
+        default_factory=dict, description="goldenpath.rag.SearchSettings: rrf_k, weights, prefetch; checked at start."
+    )
+    default_k: int = Field(default=5, ge=1, le=100, description="Chunks a chat request's retrieval gets by default.")
+    max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1024, description="Largest document upload.")
+
+
 class Settings(_Strict):
     """The whole configuration. Every section has working defaults."""
 
@@ -211,6 +227,7 @@ class Settings(_Strict):
     cache: CacheConfig = Field(default_factory=CacheConfig)
     guard: GuardConfig = Field(default_factory=GuardConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     models: list[ModelAlias] = Field(default_factory=_default_models)
 
     @model_validator(mode="after")
@@ -224,6 +241,9 @@ class Settings(_Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"deployment names must be unique; repeated: {', '.join(dupes)}")
+        embedding = self.retrieval.embedding_model
+        if embedding is not None and embedding not in seen:
+            raise ValueError(f"retrieval.embedding_model {embedding!r} is not a model alias defined under models")
         return self
 
     @property

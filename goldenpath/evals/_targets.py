@@ -82,11 +82,16 @@ class InProcessTarget(_Strict):
 
 
 class CollectionTarget(_Strict):
-    """A retrieval collection: each item's text is the query, the output the ``k`` best document ids."""
+    """A retrieval collection: each item's text is the query, the output the ``k`` best document ids.
+
+    Searched on a gateway's ``/v1/retrieve`` as the key when ``base_url`` is set, otherwise on a data directory
+    (``data_dir``, else ``GOLDENPATH_HOME``, else ``.goldenpath``) as an admin, unless a retriever is given."""
 
     collection: str = Field(min_length=1)
-    k: int = Field(default=10, ge=1, le=10_000)
-    mode: Literal["hybrid", "dense", "keyword"] = "hybrid"
+    k: int = Field(default=10, ge=1, le=1000)
+    mode: Literal["hybrid", "dense", "bm25"] = "hybrid"
+    base_url: str | None = Field(default=None, pattern=r"^https?://")
+    data_dir: str | None = None
 
 
 class DetectorTarget(_Strict):
@@ -302,6 +307,12 @@ class _RetrievalSession(TargetSession):
             ids.append(hit[0])
         return Answer(ids)
 
+    async def aclose(self) -> None:
+        close = getattr(self._retriever, "aclose", None)  # the built-in gateway search holds a connection pool
+        if close is not None:
+            await close()
+        await super().aclose()
+
 
 class _DetectorSession(TargetSession):
     def __init__(self, detector: Any, key: str | None) -> None:
@@ -415,10 +426,7 @@ async def open_session(
         return await _start_in_process(target, base_dir, {target.model, *(aliases or ())})
     if isinstance(target, CollectionTarget):
         if retriever is None:
-            raise TargetError(
-                f"collection {target.collection!r} needs a retriever: pass retriever= to run_task, or "
-                "--retriever MODULE:FACTORY to goldenpath eval run"
-            )
+            retriever = await asyncio.to_thread(_collection_search, target, key)
         if not isinstance(retriever, RetrievalTarget):
             raise TargetError(f"{type(retriever).__name__} has no search(query, k) method")
         return _RetrievalSession(retriever, target.k, key)
@@ -430,3 +438,63 @@ async def open_session(
     detector = InjectionDetector()
     await asyncio.to_thread(detector.warm)
     return _DetectorSession(detector, key)
+
+
+class _EngineSearch:
+    """A collection of goldenpath's retrieval engine on a data directory, searched as an admin: the best chunk
+    of each document ranks it."""
+
+    def __init__(self, target: CollectionTarget) -> None:
+        from goldenpath.rag import Retriever
+
+        home = target.data_dir or os.environ.get("GOLDENPATH_HOME") or ".goldenpath"
+        self._retriever = Retriever(home)
+        self._target = target
+        self._retriever.get_collection(target.collection)  # fail now, not on every item
+
+    def search(self, query: str, k: int) -> list[tuple[str, float]]:
+        from goldenpath.rag import Identity
+
+        admin = Identity("goldenpath-eval", "default", is_admin=True)
+        depth = min(1000, 3 * k)  # chunks: a document may have several
+        hits = self._retriever.retrieve(self._target.collection, query, admin, k=depth, mode=self._target.mode)
+        return _best_per_document([(h.document_id, h.score) for h in hits], k)
+
+
+class _GatewaySearch:
+    """A collection on a gateway, searched through ``/v1/retrieve`` as the key (its access applies)."""
+
+    def __init__(self, target: CollectionTarget, key: str) -> None:
+        assert target.base_url is not None
+        self._target = target
+        self._http = httpx2.AsyncClient(
+            base_url=target.base_url.rstrip("/"), headers={"Authorization": f"Bearer {key}"}, timeout=120
+        )
+
+    async def search(self, query: str, k: int) -> list[tuple[str, float]]:
+        body = {"collection": self._target.collection, "query": query, "k": min(1000, 3 * k), "mode": self._target.mode}
+        r = await self._http.post("/retrieve", json=body)
+        if r.status_code != 200:
+            raise TargetError(f"{self._target.base_url}/retrieve answered {r.status_code}: {r.text[:300]}")
+        return _best_per_document([(h["document_id"], h["score"]) for h in r.json()["data"]], k)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+def _best_per_document(hits: list[tuple[str, float]], k: int) -> list[tuple[str, float]]:
+    seen: dict[str, float] = {}
+    for doc, score in hits:
+        seen.setdefault(doc, score)
+    return list(seen.items())[:k]
+
+
+def _collection_search(target: CollectionTarget, key: str | None) -> RetrievalTarget:
+    from goldenpath.rag import RetrievalError
+
+    if target.base_url is not None:
+        return _GatewaySearch(target, _need_key(key, f"the retrieval API of {target.base_url}"))
+    try:
+        return _EngineSearch(target)
+    except RetrievalError as exc:
+        raise TargetError(f"collection target: {exc}") from None

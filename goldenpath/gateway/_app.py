@@ -32,6 +32,7 @@ from goldenpath.gateway._guarding import (
     guard_request,
     guard_response_async,
 )
+from goldenpath.gateway._retrieval import RetrievalAPI, citations_event, with_citations
 from goldenpath.gateway._validation import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -115,6 +116,7 @@ class _Exchange:
     usage: Usage | None = None
     cache: CacheConfig | None = None  # set when the answer should be written to the cache
     guard: GuardState | None = None  # set when the alias has guards on
+    sources: list[Any] | None = None  # retrieved chunks the answer is grounded in (chat ``retrieval``)
 
 
 # A random per-process prefix and a counter: unique across replicas and restarts, no syscall per request.
@@ -150,6 +152,7 @@ class Gateway:
         self.governor: Governor = MemoryGovernor()
         self.governance = Governance(settings.models, self.keys, self.governor, self.metrics, self._reservation_ttl())
         self.admin = AdminAPI(self)
+        self.retrieval = RetrievalAPI(self)
         self.cache: ResponseCache | None = None
         self._cache_config = {a.name: a.cache or settings.cache for a in settings.models}
         self._cache_writes: set[asyncio.Task[None]] = set()
@@ -287,6 +290,7 @@ class Gateway:
         await asyncio.gather(*self._cache_writes, return_exceptions=True)
         if self.cache is not None:
             await self.cache.close()
+        await self.retrieval.close()
         await self.recorder.close()
         await self.governor.close()
         if self._redis is not None:
@@ -348,6 +352,9 @@ class Gateway:
                     )
                 self._authenticate(scope)
                 await self._guard_check(scope, receive, send, rid)
+            elif path == "/v1/retrieve" or path == "/v1/collections" or path.startswith("/v1/collections/"):
+                principal = self._authenticate(scope)
+                await self.retrieval.handle(scope, receive, send, principal, rid)
             elif path.startswith("/admin/"):
                 principal = self._authenticate(scope)
                 self.authorize(principal, "admin", "api", {"method": method, "path": path})
@@ -439,15 +446,16 @@ class Gateway:
         else:
             raise APIError(404, f"Unknown request URL: GET {path}.", code="unknown_url")
 
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+    async def _read_body(self, scope: Scope, receive: Receive, limit: int | None = None) -> bytes:
+        limit = limit or self._max_body
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
                     raise invalid_request("Content-Length is not a number.", code="invalid_header") from None
-                if declared > self._max_body:
-                    raise _too_large(self._max_body)
+                if declared > limit:
+                    raise _too_large(limit)
         message = await receive()
         body: bytes = message.get("body", b"")
         if not message.get("more_body"):
@@ -458,8 +466,8 @@ class Gateway:
             message = await receive()
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self._max_body:
-                raise _too_large(self._max_body)
+            if size > limit:
+                raise _too_large(limit)
             parts.append(chunk)
         return b"".join(parts)
 
@@ -508,7 +516,12 @@ class Gateway:
                     if op == "chat":
                         body, headers = await guard_request(ex.guard, body)
                         ex.headers += headers
-                if self.cache is not None and await self._from_cache(scope, send, route.alias, op, body, principal, ex):
+                if op == "chat" and body.get("retrieval") is not None:
+                    # Grounded answers are not cached: their sources depend on who asks and on the collection now.
+                    body, ex.sources = await self.retrieval.ground(principal, body, ex.guard)
+                elif self.cache is not None and await self._from_cache(
+                    scope, send, route.alias, op, body, principal, ex
+                ):
                     return
                 deadline = time.monotonic() + self._timeout
                 if record.stream:
@@ -523,6 +536,8 @@ class Gateway:
                         ex.cache = ex.cache if cacheable else None
                         if any(d.stage == "output" and d.action == "block" for d in ex.guard.decisions):
                             record.error_type = "content_filter"
+                    if ex.sources is not None:
+                        answer = with_citations(answer, ex.sources)
                     await _respond(send, 200, answer, self._headers(ex))
                     self._cache_write(principal.tenant, op, body, answer, ex)
             except UnknownModel as exc:
@@ -647,6 +662,9 @@ class Gateway:
         headers = self._headers(ex)
         headers[0] = _SSE_HEADERS[0]
         await send({"type": "http.response.start", "status": 200, "headers": headers + _SSE_HEADERS[1:]})
+        if ex.sources is not None:  # the sources come first: a chunk with no choices, like the usage chunk
+            sources = b"data: " + citations_event(first, ex.sources) + b"\n\n"
+            await send({"type": "http.response.body", "body": sources, "more_body": True})
         task = asyncio.current_task()
         gone = False
 

@@ -76,12 +76,24 @@ class _Sampling(_Open):
         return self
 
 
+class ChatRetrieval(BaseModel):
+    """The ``retrieval`` extension of a chat request: ground the answer in a collection, searched as the caller."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    collection: str = Field(min_length=1)
+    k: int | None = Field(default=None, ge=1, le=100)
+    filter: dict[str, Any] | None = None
+    mode: Literal["hybrid", "dense", "bm25"] = "hybrid"
+
+
 class ChatCompletionRequest(_Sampling):
     messages: list[_Message] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     tools: list[_Tool] | None = None
     tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
+    retrieval: ChatRetrieval | None = None
     response_format: _ResponseFormat | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)

@@ -35,3 +35,11 @@ class DocumentNotFound(RetrievalError):
         super().__init__(f"document {document_id!r} is not in collection {collection!r}")
         self.collection = collection
         self.document_id = document_id
+
+
+class InvalidFilter(RetrievalError):
+    """A metadata filter that cannot be applied; the message says which key and why."""
+
+
+class InvalidQuery(RetrievalError):
+    """A search request that cannot run (empty query, k out of range, unknown mode)."""

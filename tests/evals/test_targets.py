@@ -108,8 +108,36 @@ async def test_scifact_suite_matches_ir_measures(tfidf: TfidfRetriever, tmp_path
     )
     assert (again.cached, again.called) == (40, 0)
 
-    with pytest.raises(TargetError, match="collection 'scifact' needs a retriever"):
-        await run_task(task, run_dir=tmp_path / "none", progress=False, cache_path=tmp_path / "other.db")
+    with pytest.raises(TargetError, match="collection 'scifact' does not exist"):
+        nowhere = task.model_copy(update={"target": task.target.model_copy(update={"data_dir": str(tmp_path / "x")})})
+        await run_task(nowhere, run_dir=tmp_path / "none", progress=False, cache_path=tmp_path / "other.db")
+
+
+@pytest.mark.models
+async def test_scifact_suite_on_a_collection_of_the_retrieval_engine(tmp_path: Path) -> None:
+    """The suite's default target: the engine's own collection on the data directory, ranked per document."""
+    from goldenpath.evals import load_scifact_corpus
+    from goldenpath.rag import AccessList, Document, Retriever
+
+    task = load_task("builtin:scifact-retrieval").model_copy(update={"limit": 5})
+    dataset = task.load_dataset()
+    relevant = {doc for s in dataset.samples[:5] for doc in s.expected}
+    corpus = load_scifact_corpus()
+    chosen = [d for d in corpus if d.id in relevant] + [d for d in corpus[:150] if d.id not in relevant]
+    retriever = Retriever(tmp_path / "home")
+    retriever.create_collection("scifact", tenant="default")
+    documents = [Document(id=d.id, title=d.title, text=d.text) for d in chosen]
+    retriever.ingest("scifact", documents, acl=AccessList(tenants=frozenset({"default"})))
+    retriever.close()
+    target = task.target.model_copy(update={"data_dir": str(tmp_path / "home")})
+    summary = await run_task(
+        task.model_copy(update={"target": target}), run_dir=tmp_path / "run", progress=False, cache_path=tmp_path / "c"
+    )
+    assert (summary.scored, summary.errors) == (5, 0)
+    assert summary.metrics["recall@100"] == 1.0  # every relevant abstract is among ~160
+    assert summary.metrics["ndcg@10"] > 0.5
+    rankings = [line["output"] for line in lines(tmp_path / "run" / "results.jsonl").values()]
+    assert all(len(r) == len(set(r)) for r in rankings)  # documents, not chunks
 
 
 def test_scifact_suite_from_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -122,7 +150,7 @@ def test_scifact_suite_from_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     cached = CliRunner().invoke(run_command, [*args, "--no-resume"])
     assert cached.exit_code == 0 and "5 from the cache, 0 called" in cached.stdout, "no retriever needed"
     unconnected = CliRunner().invoke(run_command, [*args[:1], "--limit", "6", *args[3:], "--no-resume"])
-    assert unconnected.exit_code == 2 and "needs a retriever" in unconnected.stderr
+    assert unconnected.exit_code == 2 and "collection 'scifact' does not exist" in unconnected.stderr
     wrong = CliRunner().invoke(run_command, ["builtin:squad-qa", "--retriever", "tests.evals.tfidf_retriever:nope"])
     assert wrong.exit_code == 2 and "--retriever is for a collection target" in wrong.stderr
     unknown = CliRunner().invoke(run_command, ["builtin:nope"])
