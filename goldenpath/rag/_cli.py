@@ -206,6 +206,7 @@ def query_command(
 
 def _local_retriever(config: Path | None) -> Any:
     from goldenpath.config import ConfigError, load_settings
+    from goldenpath.rag._embedding import minilm_embedding
     from goldenpath.rag._retriever import Retriever
     from goldenpath.rag._settings import SearchSettings
 
@@ -218,4 +219,6 @@ def _local_retriever(config: Path | None) -> Any:
             f"collections here embed with the alias {settings.retrieval.embedding_model!r}: "
             "run this through the gateway (set GOLDENPATH_URL and a key)"
         )
-    return Retriever(settings.data_dir, search=SearchSettings(**settings.retrieval.search))
+    # no server shares the machine here: embed with every core
+    embedding = minilm_embedding(n_threads=os.cpu_count() or 1)
+    return Retriever(settings.data_dir, embedding, search=SearchSettings(**settings.retrieval.search))
