@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # The overhead benchmark with auth, limits, budgets and recording on (issue 3).
-# usage: bench/gateway-overhead/governed.sh embedded|scale-out   (from the repo root; see bench/README-gateway.md)
+# usage: bench/gateway-overhead/governed.sh embedded|scale-out|guarded   (from the repo root; see bench/README-gateway.md)
 #   embedded:  SQLite + in-process limits and budgets
+#   guarded:   embedded, with the default guards on (bench/configs/guarded.yaml)
 #   scale-out: PostgreSQL (a fresh database gp_bench on 127.0.0.1) + Redis (127.0.0.1:6379, prefix gpbench)
 set -euo pipefail
-MODE=${1:?embedded or scale-out}
+MODE=${1:?embedded, scale-out or guarded}
 REPO=$(cd "$(dirname "$0")/../.." && pwd); cd "$REPO"
 HOME_DIR=$(mktemp -d /tmp/gp-bench-XXXX)
 export GOLDENPATH_HOME=$HOME_DIR GOLDENPATH_ADMIN_KEY=sk-bench-admin-0123456789 GOLDENPATH_SECRET=bench-secret-0123456789
 CONFIG=bench/configs/governed.yaml
+[ "$MODE" = guarded ] && CONFIG=bench/configs/guarded.yaml
 if [ "$MODE" = scale-out ]; then
   psql -h 127.0.0.1 -U postgres -d postgres -qc 'DROP DATABASE IF EXISTS gp_bench WITH (FORCE)' -c 'CREATE DATABASE gp_bench'
   redis-cli --scan --pattern 'gpbench:*' | xargs -r redis-cli del >/dev/null
