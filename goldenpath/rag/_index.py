@@ -1,5 +1,9 @@
-"""One collection's search index on the embedded Qdrant engine (qdrant-edge): a dense vector and a BM25 sparse
-vector per chunk, the chunk's text and its document's access list and metadata as payload.
+"""One collection's search index: a dense vector and a BM25 sparse vector per chunk, the chunk's text and its
+document's access list and metadata as payload. ``SearchIndex`` is what the retriever needs of one; ``EdgeIndex``
+is it on the embedded Qdrant engine (qdrant-edge), ``_server_index.ServerIndex`` on a Qdrant server or cluster.
+
+Both get the same points (ids, vectors, payload) and the same conditions: BM25 vectors are computed here, with
+the collection's ``qe.Bm25``, for either engine, and the engines weight them by IDF at query time.
 
 Access control is a payload filter evaluated inside the engine's search (keyword indexes on the three access
 fields), never a pass over results: a search returns the best chunks among those the caller may read.
@@ -11,7 +15,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import qdrant_edge as qe
 
@@ -41,6 +45,64 @@ class IndexPoint:
     payload: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class Match:
+    """Payload field ``key`` equals ``value``, or (a list) any of its values."""
+
+    key: str
+    value: Scalar | list[str] | list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class Where:
+    """The conditions of a search: every one of ``must``, and at least one of ``access`` unless it is ``None``
+    (an admin reads everything)."""
+
+    must: tuple[Match, ...] = ()
+    access: tuple[Match, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Search:
+    """One branch of a query: the ``limit`` nearest points to ``vector`` (dense floats, or a BM25 sparse vector)
+    among those that satisfy ``where``."""
+
+    vector: Sequence[float] | qe.SparseVector
+    limit: int
+    where: Where
+    hnsw_ef: int | None = None
+    payload: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    id: str
+    score: float
+    payload: dict[str, Any]  # empty unless the search asked for it
+
+
+class SearchIndex(Protocol):
+    """One collection's index, whichever engine holds it. Writes are idempotent by point id; a write returns
+    once it is applied (``flush`` makes it durable where the engine needs to be told)."""
+
+    bm25: qe.Bm25
+
+    def close(self) -> None: ...
+    def upsert(self, points: Sequence[IndexPoint]) -> None: ...
+    def delete(self, ids: Sequence[str]) -> None: ...
+    def flush(self) -> None: ...
+    def optimize(self) -> None: ...
+    def stored(self, ids: Sequence[str]) -> dict[str, tuple[list[float], qe.SparseVector]]: ...
+    def count(self, document_id: str | None = None) -> int: ...
+    def query(self, searches: Sequence[Search]) -> list[list[Scored]]: ...
+    def payloads(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]: ...
+
+
+def bm25_model(spec: CollectionSpec) -> qe.Bm25:
+    """The collection's BM25 term weighting (tokenizer, English stopwords and stemmer, k1, b, mean length)."""
+    return qe.Bm25(qe.Bm25Config(k=spec.bm25_k1, b=spec.bm25_b, avg_len=spec.bm25_avg_len, language="english"))
+
+
 def acl_payload(acl: AccessList) -> dict[str, list[str]]:
     return {
         ACL_PRINCIPALS: sorted(acl.principals),
@@ -49,45 +111,46 @@ def acl_payload(acl: AccessList) -> dict[str, list[str]]:
     }
 
 
-def access_filter(identity: Identity) -> qe.Filter | None:
-    """What ``identity`` may read, as an engine filter (``None`` for an admin: everything)."""
+def access_conditions(identity: Identity) -> tuple[Match, ...] | None:
+    """What ``identity`` may read, any one of which suffices (``None`` for an admin: everything)."""
     if identity.is_admin:
         return None
-    should: list[qe.ConditionType] = [
-        qe.FieldCondition(ACL_PRINCIPALS, match=qe.MatchValue(identity.principal)),
-        qe.FieldCondition(ACL_TENANTS, match=qe.MatchValue(identity.tenant)),
-    ]
+    should = [Match(ACL_PRINCIPALS, identity.principal), Match(ACL_TENANTS, identity.tenant)]
     if identity.groups:
-        should.append(qe.FieldCondition(ACL_GROUPS, match=qe.MatchAny(sorted(identity.groups))))
-    return qe.Filter(should=should)
+        should.append(Match(ACL_GROUPS, sorted(identity.groups)))
+    return tuple(should)
 
 
-def metadata_filter(spec: MetadataFilter) -> qe.Filter | None:
+def metadata_conditions(spec: MetadataFilter) -> tuple[Match, ...]:
     """Equality (a scalar) or any-of (a list) on document metadata keys, all of which must hold.
 
     Keys name metadata fields, or ``document_id`` / ``source``."""
     if not isinstance(spec, Mapping):
         raise InvalidFilter(f"a filter is an object of metadata key to value(s), got {type(spec).__name__}")
-    must: list[qe.ConditionType] = []
+    must: list[Match] = []
     for key, value in spec.items():
         if not isinstance(key, str) or not _KEY.match(key):
             raise InvalidFilter(f"filter key {key!r}: use letters, digits, '_' and '-' (at most 128)")
         path = key if key in FILTER_FIELDS else f"metadata.{key}"
-        must.append(qe.FieldCondition(path, match=_match(key, value)))
-    return qe.Filter(must=must) if must else None
+        must.append(Match(path, _value(key, value)))
+    return tuple(must)
 
 
-def _match(key: str, value: object) -> qe.MatchValue | qe.MatchAny:
+def where(identity: Identity, spec: MetadataFilter | None) -> Where:
+    return Where(must=metadata_conditions(spec) if spec is not None else (), access=access_conditions(identity))
+
+
+def _value(key: str, value: object) -> Scalar | list[str] | list[int]:
     if isinstance(value, str | bool | int):
-        return qe.MatchValue(value)
+        return value
     if isinstance(value, list | tuple):
         items = list(value)
         if not items:
             raise InvalidFilter(f"filter {key!r}: an empty list matches nothing; give at least one value")
         if all(isinstance(v, str) for v in items):
-            return qe.MatchAny([str(v) for v in items])
+            return [str(v) for v in items]
         if all(isinstance(v, int) and not isinstance(v, bool) for v in items):
-            return qe.MatchAny([int(v) for v in items])
+            return [int(v) for v in items]
         raise InvalidFilter(f"filter {key!r}: a list must hold only strings or only integers")
     raise InvalidFilter(
         f"filter {key!r}: a value is a string, integer or boolean, or a list of strings or integers; "
@@ -95,11 +158,17 @@ def _match(key: str, value: object) -> qe.MatchValue | qe.MatchAny:
     )
 
 
-def both(*filters: qe.Filter | None) -> qe.Filter | None:
-    present = [f for f in filters if f is not None]
-    if not present:
-        return None
-    return present[0] if len(present) == 1 else qe.Filter(must=list(present))
+def _edge_condition(match: Match) -> qe.FieldCondition:
+    if isinstance(match.value, list):
+        return qe.FieldCondition(match.key, match=qe.MatchAny(match.value))
+    return qe.FieldCondition(match.key, match=qe.MatchValue(match.value))
+
+
+def edge_filter(conditions: Where) -> qe.Filter | None:
+    must: list[qe.ConditionType] = [_edge_condition(m) for m in conditions.must]
+    if conditions.access is not None:
+        must.append(qe.Filter(should=[_edge_condition(m) for m in conditions.access]))
+    return qe.Filter(must=must) if must else None
 
 
 class EdgeIndex:
@@ -107,7 +176,7 @@ class EdgeIndex:
 
     def __init__(self, shard: qe.EdgeShard, spec: CollectionSpec) -> None:
         self._shard = shard
-        self.bm25 = qe.Bm25(qe.Bm25Config(k=spec.bm25_k1, b=spec.bm25_b, avg_len=spec.bm25_avg_len, language="english"))
+        self.bm25 = bm25_model(spec)
 
     @classmethod
     def create(cls, path: Path, dimensions: int, spec: CollectionSpec) -> EdgeIndex:
@@ -136,9 +205,6 @@ class EdgeIndex:
 
     def close(self) -> None:
         self._shard.close()
-
-    def sparse_document(self, text: str) -> qe.SparseVector:
-        return self.bm25.embed_document(text)
 
     def upsert(self, points: Sequence[IndexPoint], batch: int = 256) -> None:
         for start in range(0, len(points), batch):
@@ -177,40 +243,24 @@ class EdgeIndex:
             where = qe.Filter(must=[qe.FieldCondition(DOCUMENT, match=qe.MatchValue(document_id))])
         return self._shard.count(qe.CountRequest(exact=True, filter=where))
 
-    def point_ids(self) -> list[str]:
-        ids: list[str] = []
-        offset: qe.PointId | None = None
-        while True:
-            records, offset = self._shard.scroll(
-                qe.ScrollRequest(offset=offset, limit=1024, with_payload=False, with_vector=False)
-            )
-            ids.extend(str(r.id) for r in records)
-            if offset is None:
-                return ids
-
-    def dense_request(
-        self, vector: Sequence[float], limit: int, where: qe.Filter | None, hnsw_ef: int | None, payload: bool
-    ) -> qe.QueryRequest:
-        return qe.QueryRequest(
-            limit=limit,
-            query=qe.Query.Nearest(list(vector), using=DENSE),
-            filter=where,
-            params=qe.SearchParams(hnsw_ef=hnsw_ef) if hnsw_ef else None,
-            with_payload=payload,
-        )
-
-    def sparse_request(self, text: str, limit: int, where: qe.Filter | None, payload: bool) -> qe.QueryRequest | None:
-        vector = self.bm25.embed_query(text)
-        if not vector.indices:  # only stopwords or punctuation: BM25 has nothing to match
-            return None
-        return qe.QueryRequest(
-            limit=limit, query=qe.Query.Nearest(vector, using=SPARSE), filter=where, with_payload=payload
-        )
-
-    def query(self, requests: list[qe.QueryRequest]) -> list[list[qe.ScoredPoint]]:
+    def query(self, searches: Sequence[Search]) -> list[list[Scored]]:
+        requests = [self._request(s) for s in searches]
         if len(requests) == 1:
-            return [self._shard.query(requests[0])]
-        return self._shard.query_batch(qe.QueryBatchRequest(requests))
+            results = [self._shard.query(requests[0])]
+        else:
+            results = self._shard.query_batch(qe.QueryBatchRequest(requests))
+        return [[Scored(str(p.id), p.score, dict(p.payload or {})) for p in r] for r in results]
+
+    def _request(self, search: Search) -> qe.QueryRequest:
+        using = SPARSE if isinstance(search.vector, qe.SparseVector) else DENSE
+        vector = search.vector if isinstance(search.vector, qe.SparseVector) else list(search.vector)
+        return qe.QueryRequest(
+            limit=search.limit,
+            query=qe.Query.Nearest(vector, using=using),
+            filter=edge_filter(search.where),
+            params=qe.SearchParams(hnsw_ef=search.hnsw_ef) if search.hnsw_ef else None,
+            with_payload=search.payload,
+        )
 
     def payloads(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         return {

@@ -1,14 +1,23 @@
-"""Collections on disk and the operations on them: create, ingest (chunk, embed, index), delete, retrieve.
+"""Collections and the operations on them: create, ingest (chunk, embed, index), delete, retrieve.
 
-Layout: ``<data_dir>/rag/<collection>/registry.sqlite`` (see ``_registry``) and ``.../index/`` (the engine).
+Embedded (the default): ``<data_dir>/rag/<collection>/registry.sqlite`` (see ``_registry``) and ``.../index/``
+(the engine). On a Qdrant server (``qdrant=``): the index is the Qdrant collection ``<prefix><collection>``,
+whose metadata carries the collection's descriptor, and the registry is
+``<data_dir>/rag-qdrant/<prefix><collection>/registry.sqlite`` of the one writer: the data directory that
+created the collection, held by one process at a time (a lock file). Every other Retriever on that Qdrant
+(other replicas, or the same data directory while another process holds it) lists, describes and searches
+the collection but cannot change it.
+
 Every method is synchronous and thread-safe; call it from a worker thread in async code. Per collection, one
 ingest or delete runs at a time (embedding happens outside the index lock, so searches go on meanwhile), and a
-search never sees a write half done.
+search in the same Retriever never sees a write half done.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import os
 import re
 import shutil
 import threading
@@ -17,7 +26,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 import qdrant_edge as qe
@@ -36,14 +45,20 @@ from goldenpath.rag._index import (
     EdgeIndex,
     IndexPoint,
     MetadataFilter,
-    access_filter,
+    Scored,
+    Search,
+    SearchIndex,
     acl_payload,
-    both,
-    metadata_filter,
+    where,
 )
 from goldenpath.rag._registry import DocumentInfo, Registry
 from goldenpath.rag._settings import CollectionSpec, SearchSettings
 from goldenpath.rag._types import AccessList, Chunk, Document, Identity
+
+if TYPE_CHECKING:
+    from qdrant_client import QdrantClient
+
+    from goldenpath.rag._server_index import QdrantServer, ServerCollections
 
 Mode = Literal["hybrid", "dense", "bm25"]
 DocumentStatus = Literal["added", "replaced", "updated", "unchanged"]
@@ -104,8 +119,10 @@ class _Handle:
     path: Path
     info: dict[str, Any]
     spec: CollectionSpec
-    index: EdgeIndex
-    registry: Registry
+    index: SearchIndex
+    registry: Registry | None  # None: this Retriever cannot write the collection, ``read_only`` says why
+    read_only: str = ""
+    writer_lock: int | None = None  # the file descriptor holding the registry's lock (server collections)
     lock: threading.Lock = field(default_factory=threading.Lock)  # index and registry access
     writing: threading.Lock = field(default_factory=threading.Lock)  # one ingest or delete at a time
     closed: bool = False
@@ -124,10 +141,12 @@ class _Planned:
 
 
 class Retriever:
-    """The collections of one data directory.
+    """The collections of one data directory, or of a Qdrant server with this data directory's registries.
 
     ``embedding`` defaults to the built-in MiniLM, loaded on first use. ``rerank``, when given, reorders the top
-    ``search.rerank_depth`` fused hits of every query."""
+    ``search.rerank_depth`` fused hits of every query. ``qdrant`` puts the collections on a Qdrant server or
+    cluster (a ``QdrantServer``, or a client the caller keeps and closes) instead of the embedded engine; it
+    needs qdrant-client (the ``qdrant`` extra)."""
 
     def __init__(
         self,
@@ -137,8 +156,16 @@ class Retriever:
         search: SearchSettings | None = None,
         rerank: Reranker | None = None,
         embed_batch: int = 32,
+        qdrant: QdrantServer | QdrantClient | None = None,
     ) -> None:
-        self.root = Path(data_dir) / "rag"
+        self._server: ServerCollections | None = None
+        if qdrant is None:
+            self.root = Path(data_dir) / "rag"
+        else:
+            from goldenpath.rag._server_index import ServerCollections
+
+            self._server = ServerCollections.of(qdrant)
+            self.root = Path(data_dir) / "rag-qdrant"
         self.search = search or SearchSettings()
         self._embedding = embedding
         self._rerank = rerank
@@ -155,7 +182,18 @@ class Retriever:
             raise RetrievalError("a collection needs an owning tenant")
         spec = spec or CollectionSpec()
         embedding = self.embedding()
+        info: dict[str, Any] = {
+            "name": name,
+            "tenant": tenant,
+            "embedding_model": embedding.name,
+            "dimensions": embedding.dimensions,
+            "spec": spec.model_dump(),
+            "created_at": time.time(),
+        }
         self.root.mkdir(parents=True, exist_ok=True)
+        if self._server is not None:
+            self._create_on_server(self._server, name, info)
+            return self.get_collection(name)
         with self._lock:
             target = self.root / name
             if target.exists():
@@ -165,16 +203,7 @@ class Retriever:
             try:
                 EdgeIndex.create(staging / "index", embedding.dimensions, spec).close()
                 registry = Registry(staging / "registry.sqlite")
-                registry.set_info(
-                    {
-                        "name": name,
-                        "tenant": tenant,
-                        "embedding_model": embedding.name,
-                        "dimensions": embedding.dimensions,
-                        "spec": spec.model_dump(),
-                        "created_at": time.time(),
-                    }
-                )
+                registry.set_info(info)
                 registry.close()
                 staging.rename(target)  # the collection appears whole or not at all
             except BaseException:
@@ -182,27 +211,74 @@ class Retriever:
                 raise
         return self.get_collection(name)
 
+    def _create_on_server(self, server: ServerCollections, name: str, info: dict[str, Any]) -> None:
+        """The registry is made first (staged), then the Qdrant collection naming it as its writer."""
+        info = {**info, "writer": uuid.uuid4().hex}
+        with self._lock:
+            staging = self.root / f".new-{uuid.uuid4().hex}"
+            staging.mkdir()
+            try:
+                registry = Registry(staging / "registry.sqlite")
+                registry.set_info(info)
+                registry.close()
+                server.create(name, info["dimensions"], info)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            try:
+                stale = self._handles.pop(name, None)  # a collection of that name, dropped from elsewhere
+                if stale is not None:
+                    with stale.writing, stale.lock:
+                        _release(stale)
+                target = self.root / server.qualified(name)
+                if target.exists():  # the registry of that earlier collection
+                    target.rename(self.root / f".trash-{uuid.uuid4().hex}")
+                staging.rename(target)
+            except BaseException:
+                server.drop(name)
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            for trash in self.root.glob(".trash-*"):
+                shutil.rmtree(trash, ignore_errors=True)
+
     def list_collections(self, tenant: str | None = None) -> list[CollectionInfo]:
         """Every collection, or those ``tenant`` owns."""
-        if not self.root.is_dir():
-            return []
         infos = []
-        for entry in sorted(self.root.iterdir()):
-            if entry.name.startswith(".") or not (entry / "registry.sqlite").is_file():
-                continue
+        for name in self._names():
             try:
-                info = self.get_collection(entry.name)
+                info = self.get_collection(name)
             except CollectionNotFound:  # deleted meanwhile
                 continue
             if tenant is None or info.tenant == tenant:
                 infos.append(info)
         return infos
 
+    def _names(self) -> list[str]:
+        if self._server is not None:
+            return self._server.names()
+        if not self.root.is_dir():
+            return []
+        return [
+            e.name
+            for e in sorted(self.root.iterdir())
+            if not e.name.startswith(".") and (e / "registry.sqlite").is_file()
+        ]
+
     def get_collection(self, name: str) -> CollectionInfo:
+        """The collection's descriptor and size (on a Qdrant server, in a Retriever that cannot write it: the
+        size as of the writer's last write)."""
         handle = self._open(name)
         with handle.lock:
             _check_open(handle)
-            documents, chunks = handle.registry.counts()
+            if handle.registry is not None:
+                documents, chunks = handle.registry.counts()
+            else:
+                assert self._server is not None  # only server collections are opened without a registry
+                try:
+                    documents, chunks = self._server.counts(name)
+                except CollectionNotFound:
+                    _release(handle)
+                    raise
         info = handle.info
         return CollectionInfo(
             name=name,
@@ -216,13 +292,17 @@ class Retriever:
         )
 
     def delete_collection(self, name: str) -> None:
+        """Remove the collection. On a Qdrant server any Retriever may, the writer's registry included: it
+        finds the collection gone."""
         handle = self._open(name)
         with self._lock, handle.writing, handle.lock:
             _check_open(handle)
-            handle.closed = True
-            handle.index.close()
-            handle.registry.close()
+            _release(handle)
             self._handles.pop(name, None)
+            if self._server is not None:
+                self._server.drop(name)
+                if handle.registry is None:
+                    return
             trash = self.root / f".trash-{uuid.uuid4().hex}"
             handle.path.rename(trash)
         shutil.rmtree(trash, ignore_errors=True)
@@ -231,11 +311,10 @@ class Retriever:
         with self._lock:
             for handle in self._handles.values():
                 with handle.writing, handle.lock:
-                    if not handle.closed:
-                        handle.closed = True
-                        handle.index.close()
-                        handle.registry.close()
+                    _release(handle)
             self._handles.clear()
+            if self._server is not None:
+                self._server.close()
 
     # -- documents ---------------------------------------------------------------------------------------------
 
@@ -268,8 +347,8 @@ class Retriever:
         planned = _validate(items)
         with handle.writing:
             with handle.lock:
-                _check_open(handle)
-                previous = handle.registry.get([p.document.id for p in planned])
+                registry = self._writable(handle)
+                previous = registry.get([p.document.id for p in planned])
             for plan in planned:
                 self._plan(handle, plan, previous.get(plan.document.id))
             embedded = self._embed(embedding, handle.index, planned, progress)
@@ -281,22 +360,22 @@ class Retriever:
         """Remove the document and every one of its chunks from the index; returns how many chunks went."""
         handle = self._open(collection)
         with handle.writing, handle.lock:
-            _check_open(handle)
-            record = handle.registry.get([document_id]).get(document_id)
+            registry = self._writable(handle)
+            record = registry.get([document_id]).get(document_id)
             if record is None:
                 raise DocumentNotFound(collection, document_id)
-            entry = handle.registry.begin([], record.point_ids)
-            handle.registry.commit(entry, [], [document_id])
+            entry = registry.begin([], record.point_ids)
+            registry.commit(entry, [], [document_id])
             handle.index.delete(record.point_ids)
             handle.index.flush()
-            handle.registry.finish(entry)
+            registry.finish(entry)
+            self._record_counts(handle, registry)
         return len(record.point_ids)
 
     def get_document(self, collection: str, document_id: str) -> DocumentInfo:
         handle = self._open(collection)
         with handle.lock:
-            _check_open(handle)
-            record = handle.registry.get([document_id]).get(document_id)
+            record = self._registry(handle).get([document_id]).get(document_id)
         if record is None:
             raise DocumentNotFound(collection, document_id)
         return record
@@ -304,8 +383,7 @@ class Retriever:
     def document_ids(self, collection: str) -> list[str]:
         handle = self._open(collection)
         with handle.lock:
-            _check_open(handle)
-            return list(handle.registry.document_ids())
+            return list(self._registry(handle).document_ids())
 
     def count_points(self, collection: str, document_id: str | None = None) -> int:
         """Points in the collection's index (of one document): what deletes and re-ingests are checked by."""
@@ -320,7 +398,7 @@ class Retriever:
         handle = self._open(collection)
         with handle.writing, handle.lock:
             _check_open(handle)
-            handle.index.optimize()
+            handle.index.optimize()  # on a server: nothing to do, it optimizes in the background
 
     # -- search ------------------------------------------------------------------------------------------------
 
@@ -343,31 +421,35 @@ class Retriever:
             raise InvalidQuery(f"k must be an integer from 1 to {MAX_K}, got {k!r}")
         if mode not in ("hybrid", "dense", "bm25"):
             raise InvalidQuery(f"mode must be 'hybrid', 'dense' or 'bm25', got {mode!r}")
-        where = both(access_filter(identity), metadata_filter(filter) if filter is not None else None)
+        conditions = where(identity, filter)
         handle = self._open(collection)
         settings = self.search
         depth = max(k, settings.rerank_depth) if self._rerank is not None else k
         vector = self._embedding_for(handle).vectors([query])[0].tolist() if mode != "bm25" else None
         index = handle.index
-        requests: list[qe.QueryRequest] = []
+        searches: list[Search] = []
         weights: list[float] = []
         single = mode != "hybrid"
         limit = depth if single else max(depth, settings.prefetch)
         if vector is not None:
-            requests.append(index.dense_request(vector, limit, where, settings.hnsw_ef, payload=single))
+            searches.append(Search(vector, limit, conditions, settings.hnsw_ef, payload=single))
             weights.append(settings.dense_weight)
         if mode != "dense":
-            sparse = index.sparse_request(query, limit, where, payload=single)
-            if sparse is not None:
-                requests.append(sparse)
+            sparse = index.bm25.embed_query(query)
+            if sparse.indices:  # none: only stopwords or punctuation, BM25 has nothing to match
+                searches.append(Search(sparse, limit, conditions, payload=single))
                 weights.append(settings.bm25_weight)
-        if not requests:
+        if not searches:
             return []
         with handle.lock:
             _check_open(handle)
-            results = index.query(requests)
+            try:
+                results = index.query(searches)
+            except CollectionNotFound:  # dropped on the server from elsewhere
+                _release(handle)
+                raise
             if single:
-                scored = [(str(p.id), p.score, dict(p.payload or {})) for p in results[0]]
+                scored = [(p.id, p.score, p.payload) for p in results[0]]
             else:
                 fused = _rrf(results, weights, settings.rrf_k)[:depth]
                 payloads = index.payloads([point for point, _ in fused])
@@ -400,7 +482,11 @@ class Retriever:
         _check_name(name)
         with self._lock:
             handle = self._handles.get(name)
-            if handle is not None:
+            if handle is not None and not handle.closed:  # closed: found dropped on the server, open it anew
+                return handle
+            if self._server is not None:
+                handle = self._open_on_server(self._server, name)
+                self._handles[name] = handle
                 return handle
             path = self.root / name
             if not (path / "registry.sqlite").is_file():
@@ -413,6 +499,43 @@ class Retriever:
             handle = _Handle(name=name, path=path, info=info, spec=spec, index=index, registry=registry)
             self._handles[name] = handle
             return handle
+
+    def _open_on_server(self, server: ServerCollections, name: str) -> _Handle:
+        """The descriptor comes from Qdrant; the registry only where this is the collection's writer."""
+        info = server.describe(name)
+        if info is None:
+            raise CollectionNotFound(name)
+        spec = CollectionSpec.model_validate(info["spec"])
+        index = server.index(name, spec)
+        path = self.root / server.qualified(name)
+        handle = _Handle(name=name, path=path, info=info, spec=spec, index=index, registry=None)
+        _claim(handle)
+        return handle
+
+    def _registry(self, handle: _Handle) -> Registry:
+        """The handle's registry (call under its lock); a clear error where this Retriever has none."""
+        _check_open(handle)
+        if handle.registry is None and self._server is not None:
+            _claim(handle)  # the process that held it may have gone
+        if handle.registry is None:
+            raise RetrievalError(
+                f"collection {handle.name!r} cannot be changed or listed from here: {handle.read_only}"
+            )
+        return handle.registry
+
+    def _writable(self, handle: _Handle) -> Registry:
+        """The registry, after checking (on a server) that the collection is still the one it writes."""
+        registry = self._registry(handle)
+        if self._server is not None:
+            current = self._server.describe(handle.name)
+            if current is None or current.get("writer") != handle.info.get("writer"):
+                _release(handle)  # dropped (and maybe re-created) from elsewhere: the next call opens it anew
+                raise CollectionNotFound(handle.name)
+        return registry
+
+    def _record_counts(self, handle: _Handle, registry: Registry) -> None:
+        if self._server is not None:
+            self._server.set_counts(handle.name, *registry.counts())
 
     def _plan(self, handle: _Handle, plan: _Planned, previous: DocumentInfo | None) -> None:
         plan.previous = previous
@@ -439,7 +562,9 @@ class Retriever:
         else:  # same content, different chunking (a newer chunker): embed again
             plan.status = "replaced"
 
-    def _embed(self, embedding: Embedding, index: EdgeIndex, planned: list[_Planned], progress: Progress | None) -> int:
+    def _embed(
+        self, embedding: Embedding, index: SearchIndex, planned: list[_Planned], progress: Progress | None
+    ) -> int:
         todo = [(p, i) for p in planned if p.status in ("added", "replaced") for i in range(len(p.chunks))]
         for p in planned:
             if p.status in ("added", "replaced"):
@@ -451,7 +576,7 @@ class Retriever:
             batch = todo[start : start + self._embed_batch]
             vectors = embedding.vectors([p.chunks[i].text for p, i in batch])
             for (p, i), vector in zip(batch, vectors, strict=True):
-                p.vectors[i] = (vector.tolist(), index.sparse_document(p.chunks[i].text))
+                p.vectors[i] = (vector.tolist(), index.bm25.embed_document(p.chunks[i].text))
             if progress is not None:
                 progress(min(start + len(batch), len(todo)), len(todo))
         return len(todo)
@@ -505,21 +630,22 @@ class Retriever:
                 )
             )
         with handle.lock:
-            _check_open(handle)
+            registry = self._writable(handle)
             added = [pt.id for pt in points]
-            entry = handle.registry.begin(added, removed)
+            entry = registry.begin(added, removed)
             try:
                 handle.index.upsert(points)
                 handle.index.flush()
-                handle.registry.commit(entry, records, [])
+                registry.commit(entry, records, [])
             except BaseException:  # nothing was committed: take the new points out again
                 handle.index.delete(added)
                 handle.index.flush()
-                handle.registry.finish(entry)
+                registry.finish(entry)
                 raise
             handle.index.delete(removed)
             handle.index.flush()
-            handle.registry.finish(entry)
+            registry.finish(entry)
+            self._record_counts(handle, registry)
 
 
 def _check_name(name: str) -> None:
@@ -534,7 +660,54 @@ def _check_open(handle: _Handle) -> None:
         raise CollectionNotFound(handle.name)
 
 
-def _recover(registry: Registry, index: EdgeIndex) -> None:
+def _release(handle: _Handle) -> None:
+    """Close the handle's index and registry, and give up its writer lock (once)."""
+    if handle.closed:
+        return
+    handle.closed = True
+    handle.index.close()
+    if handle.registry is not None:
+        handle.registry.close()
+    if handle.writer_lock is not None:
+        os.close(handle.writer_lock)  # releases the lock
+        handle.writer_lock = None
+
+
+def _claim(handle: _Handle) -> None:
+    """Make the handle of a server collection its writer, when this data directory holds the collection's
+    registry and no other process has it; otherwise say why in ``handle.read_only``."""
+    path = handle.path
+    if not (path / "registry.sqlite").is_file():
+        handle.read_only = (
+            "it is written by the data directory that created it (its registry is not in this one): "
+            "ingest and delete there"
+        )
+        return
+    fd = os.open(path / "writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        handle.read_only = (
+            "another process (or Retriever) holds this data directory's registry of it: go through it (the gateway)"
+        )
+        return
+    registry = Registry(path / "registry.sqlite")
+    if registry.info().get("writer") != handle.info.get("writer"):
+        registry.close()
+        os.close(fd)
+        handle.read_only = (
+            "the registry in this data directory belongs to an earlier collection of that name; "
+            "it is written by the data directory that created this one"
+        )
+        return
+    _recover(registry, handle.index)
+    handle.registry = registry
+    handle.writer_lock = fd
+    handle.read_only = ""
+
+
+def _recover(registry: Registry, index: SearchIndex) -> None:
     """Finish the writes a crash interrupted (see ``_registry``)."""
     for entry, state, added, removed in registry.unfinished():
         index.delete(added if state == "pending" else removed)
@@ -579,12 +752,11 @@ def _unique(chunks: list[Chunk]) -> list[Chunk]:
     return kept
 
 
-def _rrf(results: list[list[qe.ScoredPoint]], weights: list[float], k: float) -> list[tuple[str, float]]:
+def _rrf(results: list[list[Scored]], weights: list[float], k: float) -> list[tuple[str, float]]:
     scores: dict[str, float] = {}
     for points, weight in zip(results, weights, strict=True):
         for rank, point in enumerate(points, start=1):
-            key = str(point.id)
-            scores[key] = scores.get(key, 0.0) + weight / (k + rank)
+            scores[point.id] = scores.get(point.id, 0.0) + weight / (k + rank)
     return sorted(scores.items(), key=lambda item: (-item[1], item[0]))
 
 

@@ -1,16 +1,18 @@
-"""Access control is a condition of the search: random documents, access lists and callers."""
+"""Access control is a condition of the search: random documents, access lists and callers, on the embedded
+engine and on the Qdrant client path."""
 
 from __future__ import annotations
 
 import tempfile
 from dataclasses import dataclass
 
+import pytest
 import qdrant_edge as qe
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from goldenpath.rag import AccessList, Document, Identity, Retriever
-from tests.rag.embedders import hashing_embedding
+from goldenpath.rag import AccessList, Document, Identity
+from tests.rag.backends import BACKENDS, open_retriever
 
 PRINCIPALS = [f"p{i}" for i in range(6)]
 GROUPS = [f"g{i}" for i in range(5)]
@@ -57,11 +59,12 @@ def bm25_matches(query: str, text: str) -> bool:
     return bool(set(BM25.embed_query(query).indices) & set(BM25.embed_document(text).indices))
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=cases)
-def test_no_hit_outside_the_callers_rights_and_top_k_is_full(case: Case) -> None:
+def test_no_hit_outside_the_callers_rights_and_top_k_is_full(backend: str, case: Case) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        retriever = Retriever(tmp, hashing_embedding())
+        retriever = open_retriever(backend, tmp)
         retriever.create_collection("c", tenant="t0")
         retriever.upsert_documents("c", case.documents)
         by_id = {d.id: (d, acl) for d, acl in case.documents}
@@ -78,8 +81,9 @@ def test_no_hit_outside_the_callers_rights_and_top_k_is_full(case: Case) -> None
         retriever.close()
 
 
-def test_admin_reads_everything_and_an_empty_access_list_only_admins(tmp_path: object) -> None:
-    retriever = Retriever(str(tmp_path), hashing_embedding())
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_admin_reads_everything_and_an_empty_access_list_only_admins(backend: str, tmp_path: object) -> None:
+    retriever = open_retriever(backend, str(tmp_path))
     retriever.create_collection("c", tenant="t0")
     retriever.upsert_documents(
         "c",
