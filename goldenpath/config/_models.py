@@ -211,6 +211,14 @@ class RetrievalConfig(_Strict):
     )
     default_k: int = Field(default=5, ge=1, le=100, description="Chunks a chat request's retrieval gets by default.")
     max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1024, description="Largest document upload.")
+    qdrant_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="Keep collections on this Qdrant server or cluster (>= 1.16; install goldenpath[qdrant]) "
+        "instead of the embedded engine in the data directory.",
+    )
+    qdrant_api_key_env: str | None = Field(default=None, description="Environment variable holding Qdrant's key.")
+    qdrant_prefix: str = Field(default="gp_", pattern=r"^[A-Za-z0-9_-]{0,32}$", description="Collection name prefix.")
 
 
 class Settings(_Strict):

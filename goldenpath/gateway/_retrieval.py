@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from goldenpath.gateway._app import Gateway, Receive, Scope, Send
     from goldenpath.gateway._guarding import GuardState
     from goldenpath.rag import AccessList, CollectionInfo, Document, Embedding, Hit, Identity, Retriever
+    from goldenpath.rag._server_index import QdrantServer
 
 _JSON = (b"content-type", b"application/json")
 MAX_DOCUMENTS_PER_REQUEST = 1000
@@ -112,6 +113,8 @@ def _retrieval_error(exc: Exception) -> APIError:
         InvalidQuery,
     )
 
+    if type(exc).__module__.startswith("qdrant_client"):  # the Qdrant server did not answer, or answered an error
+        return APIError(503, f"The retrieval backend is unavailable: {exc}".strip(), code="retrieval_unavailable")
     match exc:
         case CollectionNotFound():
             return APIError(404, str(exc), code="collection_not_found", param="collection")
@@ -132,6 +135,11 @@ class RetrievalAPI:
     def __init__(self, gateway: Gateway) -> None:
         self.gw = gateway
         self.config = gateway.settings.retrieval
+        self._qdrant: QdrantServer | None = None
+        if self.config.qdrant_url is not None:  # only then load the engine here; a bad setting stops the start
+            from goldenpath.rag._settings import qdrant_server
+
+            self._qdrant = qdrant_server(self.config, gateway.env)
         self._retriever: Retriever | None = None
         self._lock = asyncio.Lock()
 
@@ -146,7 +154,12 @@ class RetrievalAPI:
 
         alias = self.config.embedding_model
         embedding = self._alias_embedding(alias, loop) if alias is not None else None
-        return Retriever(self.gw.settings.data_dir, embedding, search=SearchSettings(**self.config.search))
+        return Retriever(
+            self.gw.settings.data_dir,
+            embedding,
+            search=SearchSettings(**self.config.search),
+            qdrant=self._qdrant,
+        )
 
     def _alias_embedding(self, alias: str, loop: asyncio.AbstractEventLoop) -> Embedding:
         """Embeddings through the router (with its retries and fallbacks), called from the engine's threads."""
@@ -190,6 +203,10 @@ class RetrievalAPI:
         try:
             status, result = await self._dispatch(method, parts, scope, receive, p)
         except RetrievalError as exc:
+            raise _retrieval_error(exc) from None
+        except Exception as exc:
+            if self._qdrant is None or not type(exc).__module__.startswith("qdrant_client"):
+                raise
             raise _retrieval_error(exc) from None
         await send(
             {"type": "http.response.start", "status": status, "headers": [_JSON, (b"x-request-id", rid.encode())]}
@@ -318,6 +335,10 @@ class RetrievalAPI:
         try:
             hits = await self.search(p, spec.collection, query, spec.k or self.config.default_k, spec.filter, spec.mode)
         except RetrievalError as exc:
+            raise _retrieval_error(exc) from None
+        except Exception as exc:
+            if self._qdrant is None or not type(exc).__module__.startswith("qdrant_client"):
+                raise
             raise _retrieval_error(exc) from None
         if guard is not None and guard.guard.runs_at("context") and hits:
             hits = await asyncio.to_thread(_guard_sources, guard, hits)

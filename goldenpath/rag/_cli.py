@@ -214,6 +214,8 @@ def _local_retriever(config: Path | None) -> Any:
         settings = load_settings(config)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
+    from goldenpath.rag._settings import qdrant_server
+
     if settings.retrieval.embedding_model is not None:
         raise click.ClickException(
             f"collections here embed with the alias {settings.retrieval.embedding_model!r}: "
@@ -221,4 +223,8 @@ def _local_retriever(config: Path | None) -> Any:
         )
     # no server shares the machine here: embed with every core
     embedding = minilm_embedding(n_threads=os.cpu_count() or 1)
-    return Retriever(settings.data_dir, embedding, search=SearchSettings(**settings.retrieval.search))
+    try:
+        qdrant = qdrant_server(settings.retrieval, os.environ)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    return Retriever(settings.data_dir, embedding, search=SearchSettings(**settings.retrieval.search), qdrant=qdrant)

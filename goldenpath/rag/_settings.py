@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+if TYPE_CHECKING:
+    from goldenpath.config import RetrievalConfig
+    from goldenpath.rag._server_index import QdrantServer
 
 
 class CollectionSpec(BaseModel):
@@ -43,3 +50,20 @@ class SearchSettings(BaseModel):
     prefetch: int = Field(100, ge=1, le=10_000)
     hnsw_ef: int | None = Field(None, ge=1)  # None: the engine's default (exact below its full-scan threshold)
     rerank_depth: int = Field(50, ge=1, le=1000)  # fused candidates handed to the reranker, when there is one
+
+
+def qdrant_server(config: RetrievalConfig, env: Mapping[str, str]) -> QdrantServer | None:
+    """Where collections live when ``retrieval.qdrant_url`` is set (qdrant-client is imported only then)."""
+    if config.qdrant_url is None:
+        return None
+    try:
+        from goldenpath.rag._server_index import QdrantServer
+    except ImportError as exc:
+        raise ValueError(
+            f"retrieval.qdrant_url needs qdrant-client: pip install 'goldenpath[qdrant]' ({exc})"
+        ) from None
+    key_env = config.qdrant_api_key_env
+    if key_env is not None and not env.get(key_env):
+        raise ValueError(f"retrieval.qdrant_api_key_env names {key_env}, which is not set")
+    api_key = env.get(key_env) if key_env else None
+    return QdrantServer(url=config.qdrant_url, api_key=api_key, prefix=config.qdrant_prefix)

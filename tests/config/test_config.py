@@ -134,3 +134,21 @@ def test_policy_files_are_relative_to_the_config_file(tmp_path: Path) -> None:
     assert policy.schema_file == config.parent / "schema.cedarschema"
     assert policy.entities_file is None
     assert not load_settings(None, env={}).policy.enabled
+
+
+def test_retrieval_on_a_qdrant_server_is_checked_at_start(tmp_path: Path) -> None:
+    from goldenpath.gateway import Gateway
+
+    config = tmp_path / "gp.yaml"
+    config.write_text(
+        "retrieval:\n  qdrant_url: http://127.0.0.1:6333\n  qdrant_api_key_env: GP_TEST_QDRANT_KEY\nmodels: []\n"
+    )
+    settings = load_settings(config, env={})
+    with pytest.raises(ValueError, match="qdrant_api_key_env names GP_TEST_QDRANT_KEY, which is not set"):
+        Gateway(settings, env={})
+    gateway = Gateway(settings, env={"GP_TEST_QDRANT_KEY": "k"})  # nothing is contacted before a retrieval
+    assert gateway.retrieval._qdrant is not None and gateway.retrieval._qdrant.url == "http://127.0.0.1:6333"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("retrieval:\n  qdrant_url: qdrant.local:6333\n")
+    with pytest.raises(ConfigError, match=r"retrieval\.qdrant_url"):
+        load_settings(bad, env={})

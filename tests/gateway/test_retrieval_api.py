@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -189,3 +190,15 @@ def test_chat_is_grounded_in_what_the_caller_may_read(gw: RunningGateway, handbo
     assert bad.status_code == 404 and bad.json()["error"]["code"] == "collection_not_found"
     bad = post(gw, "/chat/completions", ADMIN, {"model": "chat", "messages": question, "retrieval": {"k": 2}})
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "retrieval.collection"
+
+
+def test_an_unreachable_qdrant_server_is_a_503(tmp_path: Path) -> None:
+    from tests.conftest import free_port
+
+    config = {"retrieval": {"qdrant_url": f"http://127.0.0.1:{free_port()}"}, "models": []}
+    g = start_gateway(tmp_path, config)
+    try:
+        r = post(g, "/retrieve", ADMIN, {"collection": "handbook", "query": "anything"})
+        assert r.status_code == 503 and r.json()["error"]["code"] == "retrieval_unavailable", r.text
+    finally:
+        g.stop()
