@@ -713,6 +713,9 @@ class Gateway:
                     if assembler is not None:
                         assembler.feed(out)
                     await send({"type": "http.response.body", "body": b"data: " + out + b"\n\n", "more_body": True})
+            # From here a disconnect is the client closing a finished stream: it must not cancel the request,
+            # whose accounting and record (in _finish) are still to come.
+            watcher.remove_done_callback(on_disconnect)
             await send({"type": "http.response.body", "body": _DONE, "more_body": False})
             if assembler is not None and not (guarded is not None and guarded.blocked):
                 self._cache_write(ex.record.tenant or "", op, body, assembler.result(), ex)

@@ -9,8 +9,10 @@ embedding model) load on the first retrieval request, so a gateway that never re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
@@ -191,23 +193,30 @@ class RetrievalAPI:
             raise CollectionNotFound(name)
         return info
 
-    # HTTP
-
-    async def handle(self, scope: Scope, receive: Receive, send: Send, p: Principal, rid: str) -> None:
+    @contextlib.contextmanager
+    def _api_errors(self) -> Iterator[None]:
+        """Retrieval errors as API errors, and a Qdrant server's failures as a 503."""
         from goldenpath.rag import RetrievalError
 
-        if not self.config.enabled:
-            raise APIError(404, "Retrieval is not enabled on this gateway.", code="unknown_url")
-        method: str = scope["method"]
-        parts = scope["path"].strip("/").split("/")[1:]
         try:
-            status, result = await self._dispatch(method, parts, scope, receive, p)
+            yield
         except RetrievalError as exc:
             raise _retrieval_error(exc) from None
         except Exception as exc:
             if self._qdrant is None or not type(exc).__module__.startswith("qdrant_client"):
                 raise
             raise _retrieval_error(exc) from None
+
+    # HTTP
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, p: Principal, rid: str) -> None:
+
+        if not self.config.enabled:
+            raise APIError(404, "Retrieval is not enabled on this gateway.", code="unknown_url")
+        method: str = scope["method"]
+        parts = scope["path"].strip("/").split("/")[1:]
+        with self._api_errors():
+            status, result = await self._dispatch(method, parts, scope, receive, p)
         await send(
             {"type": "http.response.start", "status": status, "headers": [_JSON, (b"x-request-id", rid.encode())]}
         )
@@ -321,7 +330,6 @@ class RetrievalAPI:
     ) -> tuple[dict[str, Any], list[Hit]]:
         """The chat body with the caller's retrieved chunks as numbered sources (after the context guard), and
         those sources. The query is the last user message."""
-        from goldenpath.rag import RetrievalError
         from goldenpath.rag._grounded import grounded_messages
 
         body = dict(body)
@@ -332,14 +340,8 @@ class RetrievalAPI:
         )
         if not query or not query.strip():
             raise invalid_request("Chat retrieval needs a user message with text to search for.", param="messages")
-        try:
+        with self._api_errors():
             hits = await self.search(p, spec.collection, query, spec.k or self.config.default_k, spec.filter, spec.mode)
-        except RetrievalError as exc:
-            raise _retrieval_error(exc) from None
-        except Exception as exc:
-            if self._qdrant is None or not type(exc).__module__.startswith("qdrant_client"):
-                raise
-            raise _retrieval_error(exc) from None
         if guard is not None and guard.guard.runs_at("context") and hits:
             hits = await asyncio.to_thread(_guard_sources, guard, hits)
         body["messages"] = grounded_messages(body["messages"], hits)

@@ -8,7 +8,6 @@ response_format fallback and aggregation are exercised deterministically, throug
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -28,18 +27,9 @@ from goldenpath.evals import (
     run_task,
 )
 from goldenpath.evals._targets import chat_completion
-from tests.evals.fake_openai import FakeUpstream, serve
+from tests.evals.fake_openai import FakeUpstream
 
 VERDICT = '{"reasoning": "%s", "score": %s}'
-
-
-@pytest.fixture
-def upstream(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeUpstream]:
-    monkeypatch.setenv("GOLDENPATH_API_KEY", "test-key")
-    monkeypatch.setenv("GOLDENPATH_HOME", str(tmp_path / "home"))
-    with serve() as fake:
-        monkeypatch.setenv("GOLDENPATH_URL", fake.base_url)
-        yield fake
 
 
 def chat_to(fake: FakeUpstream) -> ChatFn:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,16 +20,7 @@ from goldenpath.evals import (
     resolve_run,
     run_task,
 )
-from tests.evals.fake_openai import FakeUpstream, serve
-
-
-@pytest.fixture
-def upstream(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeUpstream]:
-    monkeypatch.setenv("GOLDENPATH_API_KEY", "test-key")
-    monkeypatch.setenv("GOLDENPATH_HOME", str(tmp_path / "home"))
-    with serve() as fake:
-        monkeypatch.setenv("GOLDENPATH_URL", fake.base_url)
-        yield fake
+from tests.evals.fake_openai import FakeUpstream
 
 
 async def two_runs(tmp_path: Path) -> tuple[str, str]:

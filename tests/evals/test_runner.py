@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,16 +22,7 @@ from goldenpath.evals import (
     run_task,
     task,
 )
-from tests.evals.fake_openai import FakeUpstream, serve
-
-
-@pytest.fixture
-def upstream(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeUpstream]:
-    monkeypatch.setenv("GOLDENPATH_API_KEY", "test-key")
-    monkeypatch.setenv("GOLDENPATH_HOME", str(tmp_path / "home"))
-    with serve() as fake:
-        monkeypatch.setenv("GOLDENPATH_URL", fake.base_url)
-        yield fake
+from tests.evals.fake_openai import FakeUpstream
 
 
 def write_task(tmp_path: Path, n: int = 6, extra: str = "", questions: list[str] | None = None) -> Path:
