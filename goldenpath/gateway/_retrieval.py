@@ -95,16 +95,6 @@ def collection_view(info: CollectionInfo) -> dict[str, Any]:
     }
 
 
-def hit_view(hit: Hit) -> dict[str, Any]:
-    return {
-        "document_id": hit.document_id,
-        "chunk_id": hit.chunk_id,
-        "score": hit.score,
-        "text": hit.text,
-        "metadata": dict(hit.metadata),
-    }
-
-
 def _retrieval_error(exc: Exception) -> APIError:
     from goldenpath.rag import (
         CollectionExists,
@@ -231,7 +221,7 @@ class RetrievalAPI:
                 validate(RetrieveRequest, body)
                 request = RetrieveRequest.model_validate(body)
                 hits = await self.search(p, request.collection, request.query, request.k, request.filter, request.mode)
-                return 200, {"object": "list", "data": [hit_view(h) for h in hits]}
+                return 200, {"object": "list", "data": [h.as_dict() for h in hits]}
             case "POST", ["collections"]:
                 return 201, await self._create(scope, receive, p)
             case "GET", ["collections"]:
@@ -253,7 +243,6 @@ class RetrievalAPI:
             case "GET", ["collections", name, "documents", document_id]:
                 await self._collection(name, p)
                 doc = await asyncio.to_thread((await self.retriever()).get_document, name, document_id)
-                acl = doc.acl
                 return 200, {
                     "id": doc.id,
                     "object": "document",
@@ -261,7 +250,7 @@ class RetrievalAPI:
                     "source": doc.source,
                     "metadata": dict(doc.metadata),
                     "chunks": len(doc.chunks),
-                    "acl": {k: sorted(getattr(acl, k)) for k in ("principals", "groups", "tenants")},
+                    "acl": doc.acl.as_dict(),
                 }
             case "DELETE", ["collections", name, "documents", document_id]:
                 await self._collection(name, p)
@@ -397,7 +386,7 @@ def _uploaded_documents(content_type: str, raw: bytes, tenant: str) -> list[tupl
 
     from goldenpath.rag import parse_upload
 
-    files: list[tuple[str, bytes, str | None]] = []
+    files: list[tuple[str, bytes]] = []
     fields: dict[str, bytes] = {}
 
     def on_field(field: Any) -> None:
@@ -406,7 +395,7 @@ def _uploaded_documents(content_type: str, raw: bytes, tenant: str) -> list[tupl
     def on_file(file: Any) -> None:
         file.file_object.seek(0)
         name = (file.file_name or b"").decode("utf-8", "replace")
-        files.append((name, file.file_object.read(), None))
+        files.append((name, file.file_object.read()))
 
     try:
         parse_form({"Content-Type": content_type.encode()}, io.BytesIO(raw), on_field, on_file)
@@ -421,7 +410,7 @@ def _uploaded_documents(content_type: str, raw: bytes, tenant: str) -> list[tupl
         except (orjson.JSONDecodeError, ValueError) as exc:
             raise invalid_request(f"'acl' must be a JSON access list: {exc}".splitlines()[0], param="acl") from None
     access = _access_list(acl, tenant)
-    documents = [doc for name, content, ctype in files for doc in parse_upload(name, content, ctype)]
+    documents = [doc for name, content in files for doc in parse_upload(name, content)]
     return [(doc, access) for doc in documents]
 
 

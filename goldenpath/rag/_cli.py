@@ -81,7 +81,7 @@ class _Gateway:
 def _document_json(doc: Document, acl: AccessList | None) -> dict[str, Any]:
     out: dict[str, Any] = {"id": doc.id, "text": doc.text, "title": doc.title, "metadata": dict(doc.metadata)}
     if acl is not None:
-        out["acl"] = {k: sorted(getattr(acl, k)) for k in ("principals", "groups", "tenants")}
+        out["acl"] = acl.as_dict()
     return out
 
 
@@ -183,16 +183,7 @@ def query_command(
             raise click.ClickException(str(exc)) from None
         finally:
             retriever.close()
-        hits = [
-            {
-                "document_id": h.document_id,
-                "chunk_id": h.chunk_id,
-                "score": h.score,
-                "text": h.text,
-                "metadata": dict(h.metadata),
-            }
-            for h in found
-        ]
+        hits = [h.as_dict() for h in found]
     for n, hit in enumerate(hits, start=1):
         if as_json:
             click.echo(orjson.dumps(hit).decode())

@@ -79,6 +79,16 @@ class Hit:
     text: str
     metadata: Mapping[str, Any]
 
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON form of ``/v1/retrieve``'s results."""
+        return {
+            "document_id": self.document_id,
+            "chunk_id": self.chunk_id,
+            "score": self.score,
+            "text": self.text,
+            "metadata": dict(self.metadata),
+        }
+
 
 Reranker = Callable[[str, list[Hit]], list[Hit]]
 """Reorders (and may drop) the fused candidates for a query; it cannot add any: hits it did not get are refused."""

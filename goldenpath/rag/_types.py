@@ -34,6 +34,10 @@ class AccessList:
             or not self.groups.isdisjoint(who.groups)
         )
 
+    def as_dict(self) -> dict[str, list[str]]:
+        """The JSON form the API takes and shows: ``{"principals": [...], "groups": [...], "tenants": [...]}``."""
+        return {"principals": sorted(self.principals), "groups": sorted(self.groups), "tenants": sorted(self.tenants)}
+
 
 @dataclass(frozen=True, slots=True)
 class Document:
